@@ -1,1 +1,8 @@
+//! rubix-sync: Rubix token metadata from node repositories into PostgreSQL.
+//!
+//! Data flows `source → ipfs → token → sink`, orchestrated by `pipeline`; see DESIGN.md.
+
+pub mod cli;
+pub mod corpus;
 pub mod ipfs;
+pub mod token;

@@ -37,7 +37,7 @@ pub fn parse_cid(input: &str) -> Result<Cid, IpfsError> {
 /// Parses a CID from its binary form, as it appears inside a dag-pb link.
 pub fn cid_from_bytes(parent: &Cid, bytes: &[u8]) -> Result<Cid, IpfsError> {
     Cid::try_from(bytes).map_err(|e| IpfsError::Malformed {
-        cid: *parent,
+        cid: parent.to_string(),
         reason: format!("link holds an invalid CID: {e}"),
     })
 }
@@ -56,7 +56,7 @@ pub fn verify_block(cid: &Cid, bytes: &[u8]) -> Result<(), IpfsError> {
     if code == MH_IDENTITY {
         if mh.digest().len() > MAX_IDENTITY_LEN {
             return Err(IpfsError::Malformed {
-                cid: *cid,
+                cid: cid.to_string(),
                 reason: format!("identity CID longer than {MAX_IDENTITY_LEN} bytes"),
             });
         }
@@ -66,8 +66,10 @@ pub fn verify_block(cid: &Cid, bytes: &[u8]) -> Result<(), IpfsError> {
             Err(corrupt(cid, "identity content mismatch"))
         };
     }
-    let function =
-        Code::try_from(code).map_err(|_| IpfsError::UnsupportedHash { cid: *cid, code })?;
+    let function = Code::try_from(code).map_err(|_| IpfsError::UnsupportedHash {
+        cid: cid.to_string(),
+        code,
+    })?;
     let computed = function.digest(bytes);
     let want = mh.digest();
     let got = computed.digest();
@@ -85,7 +87,7 @@ pub fn verify_block(cid: &Cid, bytes: &[u8]) -> Result<(), IpfsError> {
 
 fn corrupt(cid: &Cid, reason: &str) -> IpfsError {
     IpfsError::BlockCorrupt {
-        cid: *cid,
+        cid: cid.to_string(),
         path: None,
         reason: reason.to_string(),
     }

@@ -4,9 +4,14 @@
 //! of the whole CID (older repos; identical for CIDv0). The shard directory is a function of the
 //! key named in `blocks/SHARDING`, e.g. `/repo/flatfs/shard/v1/next-to-last/2`.
 
+use std::ffi::CString;
 use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::{self, ErrorKind, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use cid::Cid;
 use data_encoding::BASE32_NOPAD;
@@ -102,16 +107,48 @@ pub fn block_key(cid: &Cid, mode: KeyMode) -> String {
 }
 
 /// A read-only view of a flatfs directory.
+///
+/// Blocks are opened with `openat(2)` relative to a descriptor of the blocks directory, so each
+/// lookup walks two path components instead of the whole absolute path, and with `O_NOATIME`
+/// where permitted, so reading a node's blocks does not even update their access times.
 #[derive(Debug, Clone)]
 pub struct Flatfs {
     dir: PathBuf,
     shard: Shard,
     mode: KeyMode,
+    dirfd: Arc<OwnedFd>,
+    noatime: Arc<AtomicBool>,
 }
 
+/// Longest relative block path: shard (≤16) + `/` + base32 key of a ≤ 128-byte CID + `.data`.
+const MAX_REL_PATH: usize = 16 + 1 + 205 + 5 + 1;
+
+/// First read size; token blocks are ~74 bytes and kubo's largest ~1 MiB.
+const FIRST_READ: usize = 4096;
+
 impl Flatfs {
-    pub fn new(dir: PathBuf, shard: Shard, mode: KeyMode) -> Self {
-        Flatfs { dir, shard, mode }
+    /// Opens the blocks directory (read-only, as a path descriptor).
+    pub fn open(dir: PathBuf, shard: Shard, mode: KeyMode) -> io::Result<Self> {
+        let c = CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "NUL byte in path"))?;
+        // SAFETY: `c` is a valid NUL-terminated path; the returned fd is owned below.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Flatfs {
+            dir,
+            shard,
+            mode,
+            // SAFETY: `fd` was just returned by open(2) and is not owned elsewhere.
+            dirfd: Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }),
+            noatime: Arc::new(AtomicBool::new(true)),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -134,34 +171,147 @@ impl Flatfs {
         path
     }
 
+    /// `SHARD/KEY.data\0` in a stack buffer: no allocation per block.
+    fn rel_path(&self, cid: &Cid, out: &mut [u8; MAX_REL_PATH]) -> Option<usize> {
+        let mut raw = [0u8; 160];
+        let bytes: &[u8] = match self.mode {
+            KeyMode::Multihash => {
+                let n = cid.hash().write(&mut raw[..]).ok()?;
+                &raw[..n]
+            }
+            KeyMode::WholeCid => {
+                let n = cid.write_bytes(&mut raw[..]).ok()?;
+                &raw[..n]
+            }
+        };
+        let klen = BASE32_NOPAD.encode_len(bytes.len());
+        let mut key = [0u8; 256];
+        if klen > 205 {
+            return None;
+        }
+        BASE32_NOPAD.encode_mut(bytes, &mut key[..klen]);
+        let key = std::str::from_utf8(&key[..klen]).ok()?;
+        let dir = self.shard.dir(key);
+        let mut n = 0;
+        for part in [dir.as_bytes(), b"/", key.as_bytes(), b".data\0"] {
+            out[n..n + part.len()].copy_from_slice(part);
+            n += part.len();
+        }
+        Some(n)
+    }
+
+    fn open_block(&self, rel: &[u8]) -> io::Result<File> {
+        let base = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+        loop {
+            let noatime = self.noatime.load(Ordering::Relaxed);
+            let flags = if noatime {
+                base | libc::O_NOATIME
+            } else {
+                base
+            };
+            // SAFETY: `rel` is NUL-terminated (built by rel_path) and dirfd is open.
+            let fd = unsafe { libc::openat(self.dirfd.as_raw_fd(), rel.as_ptr().cast(), flags) };
+            if fd >= 0 {
+                // SAFETY: a fresh descriptor, owned by the File from here on.
+                return Ok(unsafe { File::from_raw_fd(fd) });
+            }
+            let err = io::Error::last_os_error();
+            // O_NOATIME needs ownership of the file (or CAP_FOWNER): fall back once, for good.
+            if noatime && err.raw_os_error() == Some(libc::EPERM) {
+                self.noatime.store(false, Ordering::Relaxed);
+                continue;
+            }
+            return Err(err);
+        }
+    }
+
     /// Reads `cid`'s block file into `buf` (cleared first), unverified.
+    ///
+    /// The common case is three syscalls: openat, one read, close. A read shorter than asked
+    /// is taken as end of file; callers verify the hash and call [`Flatfs::read_raw_slow`]
+    /// before declaring a block corrupt, so a spurious short read can never cause a false
+    /// "corrupt" verdict.
     ///
     /// Missing files are [`IpfsError::BlockMissing`]; a directory or an oversized file in a
     /// block's place is [`IpfsError::BlockCorrupt`], since no valid repository has either.
     pub fn read_raw(&self, cid: &Cid, buf: &mut Vec<u8>) -> Result<(), IpfsError> {
-        let path = self.block_path(cid);
         buf.clear();
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(IpfsError::BlockMissing { cid: *cid })
-            }
-            Err(e) => return Err(IpfsError::Io { path, source: e }),
+        let mut rel = [0u8; MAX_REL_PATH];
+        let Some(len) = self.rel_path(cid, &mut rel) else {
+            return self.read_raw_slow(cid, buf);
         };
+        let mut file = match self.open_block(&rel[..len]) {
+            Ok(f) => f,
+            Err(e) => return Err(self.open_error(cid, e)),
+        };
+        buf.resize(FIRST_READ, 0);
+        match file.read(&mut buf[..]) {
+            Ok(n) if n < FIRST_READ => {
+                buf.truncate(n);
+                Ok(())
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                self.read_rest(cid, file, buf)
+            }
+            Err(e) => {
+                buf.clear();
+                Err(self.read_error(cid, e))
+            }
+        }
+    }
+
+    /// Reads the whole file with no shortcuts (used to double-check before reporting corruption).
+    pub fn read_raw_slow(&self, cid: &Cid, buf: &mut Vec<u8>) -> Result<(), IpfsError> {
+        buf.clear();
+        let path = self.block_path(cid);
+        let file = File::open(&path).map_err(|e| self.open_error(cid, e))?;
+        self.read_rest(cid, file, buf)
+    }
+
+    fn read_rest(&self, cid: &Cid, file: File, buf: &mut Vec<u8>) -> Result<(), IpfsError> {
         // Read at most one byte past the limit so an oversized file is detected, never slurped.
-        match file.take(MAX_BLOCK_SIZE + 1).read_to_end(buf) {
-            Ok(n) if n as u64 > MAX_BLOCK_SIZE => Err(IpfsError::BlockCorrupt {
-                cid: *cid,
-                path: Some(path),
+        let limit = MAX_BLOCK_SIZE + 1 - buf.len() as u64;
+        match file.take(limit).read_to_end(buf) {
+            Ok(_) if buf.len() as u64 > MAX_BLOCK_SIZE => Err(IpfsError::BlockCorrupt {
+                cid: cid.to_string(),
+                path: Some(self.block_path(cid)),
                 reason: format!("block file is larger than {MAX_BLOCK_SIZE} bytes"),
             }),
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::IsADirectory => Err(IpfsError::BlockCorrupt {
-                cid: *cid,
-                path: Some(path),
+            Err(e) => Err(self.read_error(cid, e)),
+        }
+    }
+
+    fn open_error(&self, cid: &Cid, e: io::Error) -> IpfsError {
+        match e.kind() {
+            ErrorKind::NotFound => IpfsError::BlockMissing {
+                cid: cid.to_string(),
+            },
+            _ if e.raw_os_error() == Some(libc::ELOOP) => IpfsError::BlockCorrupt {
+                cid: cid.to_string(),
+                path: Some(self.block_path(cid)),
+                reason: "a symbolic link stands where the block file should be".into(),
+            },
+            _ => IpfsError::Io {
+                path: self.block_path(cid),
+                source: e,
+            },
+        }
+    }
+
+    fn read_error(&self, cid: &Cid, e: io::Error) -> IpfsError {
+        if e.kind() == ErrorKind::IsADirectory {
+            IpfsError::BlockCorrupt {
+                cid: cid.to_string(),
+                path: Some(self.block_path(cid)),
                 reason: "a directory stands where the block file should be".into(),
-            }),
-            Err(e) => Err(IpfsError::Io { path, source: e }),
+            }
+        } else {
+            IpfsError::Io {
+                path: self.block_path(cid),
+                source: e,
+            }
         }
     }
 }
@@ -182,12 +332,18 @@ mod tests {
         );
         // CIDv0 bytes are the multihash bytes, so both key modes agree.
         assert_eq!(block_key(&cid, KeyMode::WholeCid), key);
-        let fs = Flatfs::new("/r/blocks".into(), Shard::NextToLast(2), KeyMode::Multihash);
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = Flatfs::open(tmp.path().into(), Shard::NextToLast(2), KeyMode::Multihash).unwrap();
         assert_eq!(
             fs.block_path(&cid),
-            PathBuf::from(
-                "/r/blocks/AW/CIQJRQQVV6E6N7TIZQOAF7EX43O4V44OZ272K2O4Q2TGRACQAPNFAWI.data"
-            )
+            tmp.path()
+                .join("AW/CIQJRQQVV6E6N7TIZQOAF7EX43O4V44OZ272K2O4Q2TGRACQAPNFAWI.data")
+        );
+        let mut rel = [0u8; MAX_REL_PATH];
+        let n = fs.rel_path(&cid, &mut rel).unwrap();
+        assert_eq!(
+            &rel[..n],
+            &b"AW/CIQJRQQVV6E6N7TIZQOAF7EX43O4V44OZ272K2O4Q2TGRACQAPNFAWI.data\0"[..]
         );
     }
 

@@ -37,26 +37,26 @@ pub enum IpfsError {
     InvalidCid { input: String, reason: String },
 
     #[error("block {cid} is not in the local repository")]
-    BlockMissing { cid: Cid },
+    BlockMissing { cid: String },
 
     #[error("block {cid} is corrupt ({reason}){}", path_suffix(.path))]
     BlockCorrupt {
-        cid: Cid,
+        cid: String,
         path: Option<PathBuf>,
         reason: String,
     },
 
     #[error("block {cid} uses hash function 0x{code:x}, which rubix-sync cannot verify")]
-    UnsupportedHash { cid: Cid, code: u64 },
+    UnsupportedHash { cid: String, code: u64 },
 
     #[error("{cid} is not a file ({kind}); `cat` only reads UnixFS files")]
-    NotAFile { cid: Cid, kind: String },
+    NotAFile { cid: String, kind: String },
 
     #[error("{cid}: malformed dag-pb/UnixFS data: {reason}")]
-    Malformed { cid: Cid, reason: String },
+    Malformed { cid: String, reason: String },
 
     #[error("{cid}: file is larger than the limit of {limit} bytes")]
-    TooLarge { cid: Cid, limit: u64 },
+    TooLarge { cid: String, limit: u64 },
 
     #[error("{}: {source}", .path.display())]
     Io {

