@@ -128,12 +128,28 @@ pub fn generate(node_dir: &Path, spec: &CorpusSpec) -> io::Result<CorpusSummary>
     if !repo.join("version").exists() {
         write_minimal_repo(&repo)?;
     }
-    let shard = Shard::NextToLast(2);
-    // Every shard directory up front: 32×32 base32 pairs, cheaper than racing on create_dir.
-    for a in B32 {
-        for b in B32 {
-            let d = blocks.join(format!("{}{}", *a as char, *b as char).to_uppercase());
-            fs::create_dir_all(d)?;
+    // kubo's `init` leaves blocks/ to flatfs's first open; write SHARDING as flatfs would, or
+    // honour the shard function an existing blockstore already uses.
+    let sharding = blocks.join("SHARDING");
+    let shard = match fs::read_to_string(&sharding) {
+        Ok(text) => {
+            Shard::parse(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(&blocks)?;
+            fs::write(&sharding, format!("{}\n", Shard::NextToLast(2)))?;
+            Shard::NextToLast(2)
+        }
+        Err(e) => return Err(e),
+    };
+    // Shard directories up front (cheaper than racing on create_dir per block). For the
+    // two-character shard kubo uses, that is all 32×32 base32 pairs.
+    if shard == Shard::NextToLast(2) {
+        for a in B32 {
+            for b in B32 {
+                let d = blocks.join(format!("{}{}", *a as char, *b as char).to_uppercase());
+                fs::create_dir_all(d)?;
+            }
         }
     }
     let threads = if spec.threads == 0 {
@@ -160,8 +176,11 @@ pub fn generate(node_dir: &Path, spec: &CorpusSpec) -> io::Result<CorpusSummary>
                                 spec.rbt_token(i - spec.tokens)
                             };
                             let key = block_key(&tok.cid, KeyMode::Multihash);
-                            let path = blocks.join(shard.dir(&key)).join(format!("{key}.data"));
-                            fs::write(path, &tok.block)?;
+                            let dir = blocks.join(shard.dir(&key));
+                            if shard != Shard::NextToLast(2) {
+                                fs::create_dir_all(&dir)?;
+                            }
+                            fs::write(dir.join(format!("{key}.data")), &tok.block)?;
                             n += 1;
                         }
                         i += threads as u64;
@@ -242,12 +261,7 @@ fn write_rows(node_dir: &Path, spec: &CorpusSpec) -> io::Result<()> {
 fn write_minimal_repo(repo: &Path) -> io::Result<()> {
     fs::create_dir_all(repo.join("blocks"))?;
     fs::write(repo.join("version"), "14\n")?;
-    fs::write(repo.join("datastore_spec"), KUBO_SPEC)?;
-    fs::write(
-        repo.join("blocks/SHARDING"),
-        format!("{}\n", Shard::NextToLast(2)),
-    )?;
-    Ok(())
+    fs::write(repo.join("datastore_spec"), KUBO_SPEC)
 }
 
 #[cfg(test)]

@@ -240,24 +240,25 @@ impl Flatfs {
         let Some(len) = self.rel_path(cid, &mut rel) else {
             return self.read_raw_slow(cid, buf);
         };
-        let mut file = match self.open_block(&rel[..len]) {
+        let file = match self.open_block(&rel[..len]) {
             Ok(f) => f,
             Err(e) => return Err(self.open_error(cid, e)),
         };
-        buf.resize(FIRST_READ, 0);
-        match file.read(&mut buf[..]) {
-            Ok(n) if n < FIRST_READ => {
-                buf.truncate(n);
-                Ok(())
-            }
-            Ok(n) => {
-                buf.truncate(n);
-                self.read_rest(cid, file, buf)
-            }
-            Err(e) => {
-                buf.clear();
-                Err(self.read_error(cid, e))
-            }
+        buf.reserve(FIRST_READ);
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: read(2) writes at most `spare.len()` bytes into the vector's spare capacity
+        // and returns how many; exactly those become initialised via set_len below.
+        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        if n < 0 {
+            return Err(self.read_error(cid, io::Error::last_os_error()));
+        }
+        let asked = spare.len();
+        // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(n as usize) };
+        if (n as usize) < asked {
+            Ok(())
+        } else {
+            self.read_rest(cid, file, buf)
         }
     }
 

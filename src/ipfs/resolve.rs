@@ -5,6 +5,7 @@
 //! are checked against what the children actually produced: a node that lies about its sizes is
 //! malformed, not silently accepted.
 
+use std::cell::RefCell;
 use std::io::Write;
 
 use cid::Cid;
@@ -72,6 +73,33 @@ pub fn read_file<S: BlockSource + ?Sized>(
     cat(source, cid, buf, limits).map(drop)
 }
 
+thread_local! {
+    /// Block buffers reused across calls, one per DAG level in use: the token hot path then
+    /// allocates nothing per token.
+    static BLOCK_BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Largest buffer kept for reuse; bigger ones (1 MiB leaves) go back to the allocator.
+const KEEP_BUF: usize = 64 * 1024;
+
+fn take_buf() -> Vec<u8> {
+    BLOCK_BUFS
+        .with(|b| b.borrow_mut().pop())
+        .unwrap_or_default()
+}
+
+fn give_buf(mut buf: Vec<u8>) {
+    if buf.capacity() <= KEEP_BUF {
+        buf.clear();
+        BLOCK_BUFS.with(|b| {
+            let mut pool = b.borrow_mut();
+            if pool.len() < 64 {
+                pool.push(buf)
+            }
+        });
+    }
+}
+
 struct Walk<'a, S: ?Sized, W: ?Sized> {
     source: &'a S,
     out: &'a mut W,
@@ -109,18 +137,21 @@ impl<S: BlockSource + ?Sized, W: Write + ?Sized> Walk<'_, S, W> {
                 format!("DAG is deeper than {} levels", self.limits.max_depth),
             ));
         }
-        let start = self.written;
         // Identity CIDs carry their block inline; everything else comes from the source.
-        let owned;
-        let block: &[u8] = match identity_content(cid) {
-            Some(inline) => inline,
-            None => {
-                let mut buf = Vec::new();
-                self.source.read_block(cid, &mut buf)?;
-                owned = buf;
-                &owned
-            }
-        };
+        if let Some(inline) = identity_content(cid) {
+            return self.decode(cid, inline, depth);
+        }
+        let mut buf = take_buf();
+        let result = self
+            .source
+            .read_block(cid, &mut buf)
+            .and_then(|()| self.decode(cid, &buf, depth));
+        give_buf(buf);
+        result
+    }
+
+    fn decode(&mut self, cid: &Cid, block: &[u8], depth: usize) -> Result<u64, IpfsError> {
+        let start = self.written;
         match cid.codec() {
             CODEC_RAW => {
                 self.emit(block)?;
