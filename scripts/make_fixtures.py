@@ -9,6 +9,7 @@ Writes
                               plus files that exercise `cat` (empty, 1 B, 256 KiB, 256 KiB+1, 1 MiB,
                               a directory)
   fixtures/bad-node/          a node with one FTTokenTable row per failure class `sync` records
+  fixtures/node-token-ids.txt the clean node's FT token ids, one per line (README's first command)
   fixtures/expected/*.json    for every CID: what kubo's own read path returned (content for
                               tokens, size + sha256 for files) and the expected parse outcome
 
@@ -251,6 +252,8 @@ def main():
         with open(os.path.join(out, "expected", f"{name}.json"), "w") as f:
             json.dump(data, f, indent=1)
             f.write("\n")
+    with open(os.path.join(out, "node-token-ids.txt"), "w") as f:
+        f.write("".join(t["token_id"] + "\n" for t in clean["tokens"]))
     print(f"fixtures written to {out}: {len(clean['tokens'])} clean tokens, "
           f"{len(bad['tokens'])} bad-node tokens, {len(clean['files'])} files")
 
