@@ -8,6 +8,10 @@ use clap::{Parser, Subcommand};
 
 use crate::corpus::{self, CorpusSpec};
 use crate::ipfs::{self, CatLimits, ErrorClass, IpfsError, Repo};
+use crate::node::Node;
+use crate::pipeline::{self, BulkLoad, RunStatus, SyncOptions, SyncSummary};
+use crate::sink::config::{self as dbconfig, Origin, Target};
+use crate::sink::{postgres::PgSink, sqlite::SqliteSink, Sink};
 
 /// Exit codes. 0 means everything requested succeeded; the rest say what kind of failure.
 pub mod exit {
@@ -34,16 +38,70 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "rubix-sync", version, about, long_about = None)]
 pub struct Cli {
+    /// Also write log lines (level from RUST_LOG, default warn) to this file, appending.
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Sync a node's FTTokenTable into TokenInfo (PostgreSQL, or an SQLite file by default).
+    Sync(SyncArgs),
     /// Print the content of IPFS files, byte for byte as `ipfs cat` does.
     Cat(CatArgs),
     /// Write a synthetic Rubix node (kubo-format .ipfs + rubix.db) for benchmarks and tests.
     GenerateCorpus(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SyncArgs {
+    /// The node directory, holding Rubix/rubix.db and (here or in a parent) .ipfs.
+    #[arg(default_value = ".", value_name = "NODE_DIR")]
+    node_dir: PathBuf,
+    /// The node database [default: NODE_DIR/Rubix/rubix.db].
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// The kubo repository [default: .ipfs found by walking up from the database].
+    #[arg(long, value_name = "PATH")]
+    ipfs_repo: Option<PathBuf>,
+    /// postgres://user@host/db (password from PGPASSWORD or ~/.pgpass preferably), key=value
+    /// libpq settings, or sqlite:PATH. Default: DATABASE_URL, PG* variables, the config file,
+    /// else an SQLite file in the data directory.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// Read blocks only from the node's own repository. (This is currently the only mode: the
+    /// peer fallback for blocks missing on disk is not built yet.)
+    #[arg(long)]
+    offline: bool,
+    /// Re-read and re-verify every token, not only those missing from TokenInfo.
+    #[arg(long)]
+    full: bool,
+    /// Drop TokenInfo's secondary indexes during the load and rebuild them after.
+    #[arg(long, value_enum, default_value_t = BulkLoad::Auto)]
+    bulk_load: BulkLoad,
+    /// Rows per database transaction.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    batch_size: usize,
+    /// Database connections writing in parallel (PostgreSQL).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    writers: usize,
+    /// Threads reading blocks [default: one per core].
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    threads: usize,
+    /// Directory for the run's private work database [default: the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// How long to wait for the node's write lock when taking the snapshot, in seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    busy_timeout: u64,
+    /// No progress bar and no summary on stderr (errors are still printed).
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the final summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,20 +135,45 @@ struct GenerateArgs {
 /// Parses arguments, runs the command and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_file.as_deref());
     let code = match cli.command {
+        Command::Sync(args) => run_sync(args),
         Command::Cat(args) => run_cat(args),
         Command::GenerateCorpus(args) => run_generate(args),
     };
     ExitCode::from(code)
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
+fn init_tracing(log_file: Option<&Path>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let stderr = fmt::layer().with_writer(io::stderr).with_filter(filter());
+    let file = log_file.and_then(|p| {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            Ok(f) => Some(
+                fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(f))
+                    .with_filter(filter()),
+            ),
+            Err(e) => {
+                eprintln!(
+                    "rubix-sync: warning: cannot open log file {}: {e}",
+                    p.display()
+                );
+                None
+            }
+        }
+    });
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
         .try_init();
 }
 
@@ -159,6 +242,114 @@ fn run_cat(args: CatArgs) -> u8 {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => report(&IpfsError::Output(e)),
     }
+}
+
+/// Opens the sink a run writes to, saying which one and why when it is the default.
+fn open_sink(flag: Option<&str>, quiet: bool) -> Result<Box<dyn Sink>, crate::sink::SinkError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let file_db = match dbconfig::config_file_path() {
+        Some(p) => dbconfig::read_config_file(&p)?,
+        None => None,
+    };
+    let (target, origin) =
+        dbconfig::resolve(flag, &env, file_db, &dbconfig::default_sqlite_path())?;
+    tracing::info!(database = %target.describe(), ?origin, "database");
+    if origin == Origin::Default && !quiet {
+        eprintln!(
+            "rubix-sync: no PostgreSQL configured (--database, DATABASE_URL, PG*, config file); writing to {}",
+            target.describe()
+        );
+    }
+    Ok(match target {
+        Target::Postgres(pg) => Box::new(PgSink::connect(pg)?),
+        Target::Sqlite(path) => Box::new(SqliteSink::open(&path)?),
+    })
+}
+
+fn run_sync(args: SyncArgs) -> u8 {
+    let node = match Node::locate(
+        &args.node_dir,
+        args.db.clone(),
+        args.ipfs_repo.clone(),
+        None,
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("rubix-sync: error: {e}");
+            return exit::FAILED;
+        }
+    };
+    let mut sink = match open_sink(args.database.as_deref(), args.quiet) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rubix-sync: error: {}", dbconfig::redact(&e.to_string()));
+            return exit::FAILED;
+        }
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    pipeline::install_signal_handler(stop.clone());
+    let opts = SyncOptions {
+        full: args.full,
+        bulk_load: args.bulk_load,
+        batch_size: args.batch_size,
+        resolvers: args.threads,
+        writers: args.writers,
+        work_dir: args.work_dir.clone(),
+        busy_timeout: std::time::Duration::from_secs(args.busy_timeout),
+        progress: !args.quiet && !args.json && io::IsTerminal::is_terminal(&io::stderr()),
+    };
+    match pipeline::sync(&node, sink.as_mut(), &opts, &stop) {
+        Ok(summary) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                );
+            }
+            if !args.quiet {
+                print_summary(&summary);
+            }
+            match summary.status {
+                RunStatus::Completed => exit::OK,
+                RunStatus::CompletedWithFailures => exit::SOME_TOKENS_FAILED,
+                RunStatus::Interrupted => exit::INTERRUPTED,
+            }
+        }
+        Err(e) => {
+            eprintln!("rubix-sync: error: {}", dbconfig::redact(&e.to_string()));
+            exit::FAILED
+        }
+    }
+}
+
+fn print_summary(s: &SyncSummary) {
+    let mut out = format!(
+        "{status}: {node} → {db}\n  tokens in node: {total}  already synced: {skipped}  processed: {processed}\n  \
+         written: {written}  unchanged: {unchanged}  failed: {failed}\n  {elapsed:.1}s, {rate:.0} tokens/s{bulk}",
+        status = match s.status {
+            RunStatus::Completed => "sync complete",
+            RunStatus::CompletedWithFailures => "sync complete with failures",
+            RunStatus::Interrupted => "sync interrupted (committed batches are kept; run again to finish)",
+        },
+        node = s.node,
+        db = s.database,
+        total = s.tokens_total,
+        skipped = s.skipped,
+        processed = s.processed,
+        written = s.written,
+        unchanged = s.unchanged,
+        failed = s.failed,
+        elapsed = s.elapsed_s,
+        rate = s.tokens_per_s,
+        bulk = if s.bulk_load { " (bulk load)" } else { "" },
+    );
+    for (class, n) in &s.failures_by_class {
+        out.push_str(&format!("\n  failed {class}: {n}"));
+    }
+    if s.failed > 0 {
+        out.push_str("\n  details: SELECT * FROM sync_failures ORDER BY last_seen DESC;");
+    }
+    eprintln!("{out}");
 }
 
 fn run_generate(args: GenerateArgs) -> u8 {

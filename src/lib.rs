@@ -5,4 +5,8 @@
 pub mod cli;
 pub mod corpus;
 pub mod ipfs;
+pub mod node;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
 pub mod token;

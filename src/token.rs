@@ -22,6 +22,10 @@ pub struct Token<'a> {
 pub enum ParseError {
     #[error("content is not valid UTF-8 (byte {valid_up_to} is the first bad one)")]
     NotUtf8 { valid_up_to: usize },
+    #[error(
+        "content contains a NUL byte at {0}, which no token (and no PostgreSQL text) can hold"
+    )]
+    NulByte(usize),
     #[error("content is empty or only whitespace")]
     Empty,
     #[error("expected 3 whitespace-separated fields (NAME NUMBER DID), found {found}")]
@@ -37,6 +41,7 @@ impl ParseError {
     pub fn class(&self) -> &'static str {
         match self {
             ParseError::NotUtf8 { .. } => "not_utf8",
+            ParseError::NulByte(_) => "nul_byte",
             ParseError::Empty => "empty",
             ParseError::FieldCount { .. } => "field_count",
             ParseError::NotInteger(_) => "not_integer",
@@ -64,6 +69,9 @@ pub fn parse(content: &[u8]) -> Result<Token<'_>, ParseError> {
     let text = std::str::from_utf8(content).map_err(|e| ParseError::NotUtf8 {
         valid_up_to: e.valid_up_to(),
     })?;
+    if let Some(at) = content.iter().position(|&b| b == 0) {
+        return Err(ParseError::NulByte(at));
+    }
     let mut fields = text.split_whitespace();
     let (Some(name), Some(number), Some(did), None) =
         (fields.next(), fields.next(), fields.next(), fields.next())
@@ -125,6 +133,7 @@ mod tests {
             (b"TRI\xff 6 did".to_vec(), "not_utf8"),
             (b"".to_vec(), "empty"),
             (b"  \n\t".to_vec(), "empty"),
+            (b"TRI\x005 did".to_vec(), "nul_byte"),
             (b"TRI 5".to_vec(), "field_count"),
             (b"TRI 5 did extra".to_vec(), "field_count"),
             (b"TRI five did".to_vec(), "not_integer"),
