@@ -261,7 +261,7 @@ fn open_sink(flag: Option<&str>, quiet: bool) -> Result<Box<dyn Sink>, crate::si
         );
     }
     Ok(match target {
-        Target::Postgres(pg) => Box::new(PgSink::connect(pg)?),
+        Target::Postgres(pg) => Box::new(PgSink::connect(*pg)?),
         Target::Sqlite(path) => Box::new(SqliteSink::open(&path)?),
     })
 }

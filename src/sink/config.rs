@@ -18,7 +18,7 @@ use super::SinkError;
 
 /// Where a run's rows go.
 pub enum Target {
-    Postgres(PgTarget),
+    Postgres(Box<PgTarget>),
     Sqlite(PathBuf),
 }
 
@@ -185,8 +185,8 @@ pub fn resolve(
             }
             Target::Sqlite(PathBuf::from(path))
         }
-        Some(s) => Target::Postgres(pg_target(&s, env)?),
-        None => Target::Postgres(pg_target("", env)?),
+        Some(s) => Target::Postgres(Box::new(pg_target(&s, env)?)),
+        None => Target::Postgres(Box::new(pg_target("", env)?)),
     };
     Ok((target, origin))
 }

@@ -59,7 +59,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
 )];
 
 /// Advisory-lock namespace for migrations (arbitrary constant, "rubix").
-const MIGRATION_LOCK: i64 = 0x7275_6269_78;
+const MIGRATION_LOCK: i64 = 0x0072_7562_6978;
 
 pub struct PgSink {
     target: PgTarget,
