@@ -234,6 +234,11 @@ fn run(
         opts.busy_timeout,
     )?;
     let total = snapshot.total();
+    tracing::info!(
+        tokens = total,
+        elapsed_s = start.elapsed().as_secs_f64(),
+        "snapshot taken"
+    );
     if !opts.full {
         let mut sink_err = None;
         snapshot.load_done(|add| -> Result<(), SourceError> {
@@ -256,6 +261,12 @@ fn run(
     }
     let pending = snapshot.pending()?;
     let skipped = total - pending.min(total);
+    tracing::info!(
+        pending,
+        skipped,
+        elapsed_s = start.elapsed().as_secs_f64(),
+        "work list ready"
+    );
 
     let bulk = pending > 0
         && match opts.bulk_load {
@@ -271,7 +282,7 @@ fn run(
         sink.ensure_secondary_indexes()?;
     }
 
-    let writers = sink.writers(opts.writers)?;
+    let writers = sink.writers(opts.writers, bulk)?;
     let counters = Counters::default();
     let by_class: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
     let bar = progress_bar(opts.progress, pending);
@@ -279,10 +290,15 @@ fn run(
         repo, snapshot, writers, opts, stop, label, &counters, &by_class, &bar,
     );
     bar.finish_and_clear();
+    tracing::info!(elapsed_s = start.elapsed().as_secs_f64(), "tokens streamed");
 
     if bulk {
         tracing::info!("bulk load: building secondary indexes");
         sink.ensure_secondary_indexes()?;
+        tracing::info!(
+            elapsed_s = start.elapsed().as_secs_f64(),
+            "secondary indexes built"
+        );
     }
     outcome?;
 

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -355,6 +355,8 @@ fn generate(node: &Path, tokens: u64) {
 }
 
 /// Spawns `sync`, and returns its exit status and peak RSS in KiB (wait4 on that child only).
+// The child is reaped by wait4(2) below, which std's `wait` cannot do with rusage.
+#[allow(clippy::zombie_processes)]
 fn sync_with_rss(node: &Path, database: &str, extra: &[&str]) -> (i32, i64) {
     let child = Command::new(env!("CARGO_BIN_EXE_rubix-sync"))
         .arg("sync")
@@ -555,5 +557,56 @@ fn missing_node_database_or_repo_is_a_clear_error() {
     let (code, _, err) = sync(&node, &db.url, &[]);
     assert_eq!(code, exit::FAILED as i32);
     assert!(err.contains("no kubo repository"), "{err}");
-    let _ = PathBuf::new();
+}
+
+#[test]
+fn ctrl_c_commits_in_flight_batches_prints_the_summary_and_exits_non_zero() {
+    let db = TestDb::new();
+    let tmp = scratch();
+    let node = tmp.path().join("node");
+    let n: i64 = 60_000;
+    generate(&node, n as u64);
+    let child = Command::new(env!("CARGO_BIN_EXE_rubix-sync"))
+        .arg("sync")
+        .arg(&node)
+        .args(["--database", &db.url, "--json", "--batch-size", "500"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline
+        && db
+            .client()
+            .query_one("SELECT count(*) FROM TokenInfo", &[])
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+            < 2_000
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(exit::INTERRUPTED as i32),
+        "{stderr}"
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["status"], "interrupted");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // Everything the summary says was processed is committed, and nothing more.
+    let committed = db.count();
+    assert_eq!(committed, s["written"].as_i64().unwrap());
+    assert!(committed < n);
+    let status: String = db
+        .client()
+        .query_one("SELECT status FROM sync_runs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "interrupted");
+    assert_eq!(sync(&node, &db.url, &[]).0, 0);
+    assert_eq!(db.count(), n);
 }

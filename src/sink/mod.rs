@@ -126,7 +126,9 @@ pub trait Sink {
     /// Creates any missing secondary index (after a bulk load, or to repair an interrupted one).
     fn ensure_secondary_indexes(&mut self) -> Result<(), SinkError>;
     /// `n` writers, each on its own connection (a sink may return fewer, e.g. SQLite: one).
-    fn writers(&self, n: usize) -> Result<Vec<Box<dyn BatchWriter>>, SinkError>;
+    /// `bulk`: TokenInfo was empty when the run started, so rows may be appended directly
+    /// (a writer falls back to merging if another writer makes that untrue).
+    fn writers(&self, n: usize, bulk: bool) -> Result<Vec<Box<dyn BatchWriter>>, SinkError>;
 }
 
 /// One connection's worth of atomic batch writes.

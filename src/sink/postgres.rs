@@ -235,19 +235,24 @@ impl Sink for PgSink {
             .map_err(pg_err(&self.target))
     }
 
-    fn writers(&self, n: usize) -> Result<Vec<Box<dyn BatchWriter>>, SinkError> {
+    fn writers(&self, n: usize, bulk: bool) -> Result<Vec<Box<dyn BatchWriter>>, SinkError> {
         (0..n.max(1))
             .map(|_| {
-                PgWriter::connect(self.target.clone()).map(|w| Box::new(w) as Box<dyn BatchWriter>)
+                PgWriter::connect(self.target.clone(), bulk)
+                    .map(|w| Box::new(w) as Box<dyn BatchWriter>)
             })
             .collect()
     }
 }
 
-/// One connection writing batches: COPY → staging → merge, one transaction each.
+/// One connection writing batches: COPY → staging → merge, one transaction each. In bulk
+/// mode (TokenInfo empty at the start of the run) rows are COPYed straight into TokenInfo,
+/// halving the work per row; a unique violation (another writer got there first) rolls the
+/// batch back and switches this writer to merging for the rest of the run.
 pub struct PgWriter {
     target: PgTarget,
     client: Client,
+    append: bool,
 }
 
 const MERGE_TOKENS: &str = "
@@ -265,8 +270,12 @@ const MERGE_TOKENS: &str = "
         RETURNING 1)
     SELECT count(*) FROM merged";
 
-const CLEAR_FAILURES: &str =
-    "DELETE FROM sync_failures WHERE token_id IN (SELECT token_id FROM rubix_staging)";
+const CLEAR_FAILURES: &str = "DELETE FROM sync_failures WHERE token_id = ANY($1)";
+
+const COPY_STAGING: &str =
+    "COPY rubix_staging (token_id, token_name, token_number, creator_did) FROM STDIN BINARY";
+const COPY_TOKENINFO: &str =
+    "COPY TokenInfo (token_id, token_name, token_number, creator_did) FROM STDIN BINARY";
 
 const MERGE_FAILURES: &str = "
     INSERT INTO sync_failures AS f (token_id, node, reason_class, detail)
@@ -278,8 +287,26 @@ const MERGE_FAILURES: &str = "
         last_seen = now(),
         attempts = f.attempts + 1";
 
+fn copy_rows(
+    tx: &mut ::postgres::Transaction<'_>,
+    sql: &str,
+    batch: &Batch,
+) -> Result<(), ::postgres::Error> {
+    let sink = tx.copy_in(sql)?;
+    let mut w = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT4, Type::TEXT]);
+    for t in &batch.tokens {
+        w.write(&[
+            &text_safe(&t.token_id).as_ref(),
+            &text_safe(&t.name).as_ref(),
+            &t.number,
+            &text_safe(&t.creator_did).as_ref(),
+        ])?;
+    }
+    w.finish().map(drop)
+}
+
 impl PgWriter {
-    fn connect(target: PgTarget) -> Result<PgWriter, SinkError> {
+    fn connect(target: PgTarget, append: bool) -> Result<PgWriter, SinkError> {
         let mut client = connect(&target)?;
         client
             .batch_execute(
@@ -288,54 +315,85 @@ impl PgWriter {
                  ) ON COMMIT DELETE ROWS",
             )
             .map_err(pg_err(&target))?;
-        Ok(PgWriter { target, client })
+        Ok(PgWriter {
+            target,
+            client,
+            append,
+        })
     }
+
+    /// Appends the batch's tokens straight into TokenInfo; `Ok(false)` if a row already existed.
+    fn try_append(&mut self, node: &str, batch: &Batch) -> Result<bool, SinkError> {
+        let e = pg_err(&self.target);
+        let mut tx = self.client.transaction().map_err(&e)?;
+        match copy_rows(&mut tx, COPY_TOKENINFO, batch) {
+            Ok(()) => {}
+            Err(err) if err.code() == Some(&::postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                tracing::info!("TokenInfo gained rows from another writer; merging from now on");
+                return Ok(false);
+            }
+            Err(err) => return Err(e(err)),
+        }
+        finish(&mut tx, node, batch).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(true)
+    }
+}
+
+/// What every batch does after its tokens are in: successes leave sync_failures, failures
+/// are recorded (or their attempt counted).
+fn finish(
+    tx: &mut ::postgres::Transaction<'_>,
+    node: &str,
+    batch: &Batch,
+) -> Result<(), ::postgres::Error> {
+    if !batch.tokens.is_empty() {
+        let ids: Vec<&str> = batch.tokens.iter().map(|t| t.token_id.as_str()).collect();
+        tx.execute(CLEAR_FAILURES, &[&ids])?;
+    }
+    if !batch.failures.is_empty() {
+        let ids: Vec<String> = batch
+            .failures
+            .iter()
+            .map(|f| text_safe(&f.token_id).into_owned())
+            .collect();
+        let classes: Vec<&str> = batch.failures.iter().map(|f| f.class).collect();
+        let details: Vec<String> = batch
+            .failures
+            .iter()
+            .map(|f| text_safe(&f.detail).into_owned())
+            .collect();
+        tx.execute(MERGE_FAILURES, &[&node, &ids, &classes, &details])?;
+    }
+    Ok(())
 }
 
 impl BatchWriter for PgWriter {
     fn write(&mut self, node: &str, batch: &Batch) -> Result<Written, SinkError> {
+        let tokens = batch.tokens.len() as u64;
+        if self.append && !batch.tokens.is_empty() {
+            if self.try_append(node, batch)? {
+                return Ok(Written {
+                    written: tokens,
+                    unchanged: 0,
+                    failures: batch.failures.len() as u64,
+                });
+            }
+            self.append = false;
+        }
         let e = pg_err(&self.target);
         let mut tx = self.client.transaction().map_err(&e)?;
         let mut written = 0u64;
         if !batch.tokens.is_empty() {
-            let sink = tx
-                .copy_in("COPY rubix_staging (token_id, token_name, token_number, creator_did) FROM STDIN BINARY")
-                .map_err(&e)?;
-            let mut w =
-                BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT4, Type::TEXT]);
-            for t in &batch.tokens {
-                w.write(&[
-                    &text_safe(&t.token_id).as_ref(),
-                    &text_safe(&t.name).as_ref(),
-                    &t.number,
-                    &text_safe(&t.creator_did).as_ref(),
-                ])
-                .map_err(&e)?;
-            }
-            w.finish().map_err(&e)?;
+            copy_rows(&mut tx, COPY_STAGING, batch).map_err(&e)?;
             let row = tx.query_one(MERGE_TOKENS, &[]).map_err(&e)?;
             written = row.get::<_, i64>(0) as u64;
-            tx.execute(CLEAR_FAILURES, &[]).map_err(&e)?;
         }
-        if !batch.failures.is_empty() {
-            let ids: Vec<String> = batch
-                .failures
-                .iter()
-                .map(|f| text_safe(&f.token_id).into_owned())
-                .collect();
-            let classes: Vec<&str> = batch.failures.iter().map(|f| f.class).collect();
-            let details: Vec<String> = batch
-                .failures
-                .iter()
-                .map(|f| text_safe(&f.detail).into_owned())
-                .collect();
-            tx.execute(MERGE_FAILURES, &[&node, &ids, &classes, &details])
-                .map_err(&e)?;
-        }
+        finish(&mut tx, node, batch).map_err(&e)?;
         tx.commit().map_err(&e)?;
         Ok(Written {
             written,
-            unchanged: batch.tokens.len() as u64 - written.min(batch.tokens.len() as u64),
+            unchanged: tokens - written.min(tokens),
             failures: batch.failures.len() as u64,
         })
     }
