@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::bench;
 use crate::corpus::{self, CorpusSpec};
 use crate::ipfs::{self, CatLimits, ErrorClass, IpfsError, Repo};
 use crate::node::Node;
@@ -20,6 +21,8 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// Command-line usage error (clap's own code).
     pub const USAGE: u8 = 2;
+    /// `bench`: two methods returned different bytes for the same CID.
+    pub const BENCH_MISMATCH: u8 = 4;
     /// The run completed but some tokens could not be fetched, verified or parsed.
     pub const SOME_TOKENS_FAILED: u8 = 3;
     /// Interrupted (Ctrl-C / SIGTERM) after committing what was in flight.
@@ -51,6 +54,8 @@ enum Command {
     Sync(SyncArgs),
     /// Print the content of IPFS files, byte for byte as `ipfs cat` does.
     Cat(CatArgs),
+    /// Compare rubix-sync with `ipfs cat` and the daemon's HTTP RPC on the node's own tokens.
+    Bench(BenchArgs),
     /// Write a synthetic Rubix node (kubo-format .ipfs + rubix.db) for benchmarks and tests.
     GenerateCorpus(GenerateArgs),
 }
@@ -105,6 +110,53 @@ struct SyncArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// The node directory, holding Rubix/rubix.db and (here or in a parent) .ipfs.
+    #[arg(default_value = ".", value_name = "NODE_DIR")]
+    node_dir: PathBuf,
+    /// The node database [default: NODE_DIR/Rubix/rubix.db].
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// The kubo repository [default: .ipfs found by walking up from the database].
+    #[arg(long, value_name = "PATH")]
+    ipfs_repo: Option<PathBuf>,
+    /// How many FTTokenTable tokens to sample (all of them if the node has fewer).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    sample: usize,
+    /// Seed of the sample, to repeat a run on the same tokens.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The `ipfs` executable for the `ipfs cat` method [default: `ipfs` on PATH].
+    #[arg(long, value_name = "PATH")]
+    ipfs_bin: Option<PathBuf>,
+    /// The daemon's RPC API (http://HOST:PORT or /ip4/HOST/tcp/PORT) [default: the repo's
+    /// `api` file, which a running daemon writes].
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+    /// Concurrent workers per method: threads, `ipfs` processes, HTTP connections
+    /// [default: one per core].
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    workers: usize,
+    /// Per-token time limit for `ipfs cat` and the HTTP RPC, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    timeout: u64,
+    /// Add a full `sync` of the node into a scratch database (a temporary SQLite file, or a
+    /// database created on --scratch-database's server and dropped after).
+    #[arg(long)]
+    end_to_end: bool,
+    /// PostgreSQL server for --end-to-end (postgres://user@host/anydb; the role needs
+    /// CREATEDB). A fresh database is created there and dropped after.
+    #[arg(long, value_name = "URL", requires = "end_to_end")]
+    scratch_database: Option<String>,
+    /// Directory for temporary files [default: the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Print the report as JSON on stdout (shape: README, "bench --json").
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct CatArgs {
     /// The kubo repository [default: $IPFS_PATH, else ./.ipfs, else ~/.ipfs].
     #[arg(long, value_name = "PATH")]
@@ -139,6 +191,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Sync(args) => run_sync(args),
         Command::Cat(args) => run_cat(args),
+        Command::Bench(args) => run_bench(args),
         Command::GenerateCorpus(args) => run_generate(args),
     };
     ExitCode::from(code)
@@ -313,6 +366,73 @@ fn run_sync(args: SyncArgs) -> u8 {
                 RunStatus::Completed => exit::OK,
                 RunStatus::CompletedWithFailures => exit::SOME_TOKENS_FAILED,
                 RunStatus::Interrupted => exit::INTERRUPTED,
+            }
+        }
+        Err(e) => {
+            eprintln!("rubix-sync: error: {}", dbconfig::redact(&e.to_string()));
+            exit::FAILED
+        }
+    }
+}
+
+fn run_bench(args: BenchArgs) -> u8 {
+    let node = match Node::locate(&args.node_dir, args.db, args.ipfs_repo, None) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("rubix-sync: error: {e}");
+            return exit::FAILED;
+        }
+    };
+    let end_to_end = match (args.end_to_end, args.scratch_database.as_deref()) {
+        (false, _) => None,
+        (true, None) => Some(bench::Scratch::Sqlite),
+        (true, Some(url)) => {
+            let env = |k: &str| std::env::var(k).ok();
+            match dbconfig::pg_target(url, &env) {
+                Ok(t) => Some(bench::Scratch::Postgres(Box::new(t))),
+                Err(e) => {
+                    eprintln!("rubix-sync: error: {}", dbconfig::redact(&e.to_string()));
+                    return exit::FAILED;
+                }
+            }
+        }
+    };
+    let workers = match args.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let opts = bench::BenchOptions {
+        sample: args.sample,
+        seed: args.seed,
+        workers,
+        ipfs_bin: args.ipfs_bin,
+        api: args.api,
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+        end_to_end,
+        work_dir: args.work_dir,
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    pipeline::install_signal_handler(stop.clone());
+    match bench::run(&node, &opts, &stop) {
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", bench::render_table(&report));
+            }
+            if !report.ok {
+                eprintln!(
+                    "rubix-sync: error: {} CID(s) returned different bytes; see MISMATCH lines",
+                    report.mismatches.len()
+                );
+                exit::BENCH_MISMATCH
+            } else if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                exit::INTERRUPTED
+            } else {
+                exit::OK
             }
         }
         Err(e) => {

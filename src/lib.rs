@@ -2,6 +2,7 @@
 //!
 //! Data flows `source → ipfs → token → sink`, orchestrated by `pipeline`; see DESIGN.md.
 
+pub mod bench;
 pub mod cli;
 pub mod corpus;
 pub mod ipfs;

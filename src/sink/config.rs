@@ -71,6 +71,13 @@ impl PgTarget {
         self.ssl_mode
     }
 
+    /// The same server, role and TLS settings, another database.
+    pub fn with_dbname(&self, dbname: &str) -> PgTarget {
+        let mut t = self.clone();
+        t.config.dbname(dbname);
+        t
+    }
+
     /// `postgres://user@host:port/db?sslmode=…`, never with the password.
     pub fn describe(&self) -> String {
         let host = self

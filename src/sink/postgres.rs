@@ -96,6 +96,47 @@ impl PgSink {
     }
 }
 
+/// A database created for one throw-away run (the bench's end-to-end row) and dropped when
+/// this value is. Creating it needs CREATEDB; the name is ours, so nothing else is touched.
+pub struct ScratchDatabase {
+    admin: Client,
+    target: PgTarget,
+    name: String,
+}
+
+impl ScratchDatabase {
+    /// Creates `name` (a plain identifier chosen by the caller) on `server`'s host.
+    pub fn create(server: &PgTarget, name: &str) -> Result<ScratchDatabase, SinkError> {
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "scratch database names are plain identifiers"
+        );
+        let mut admin = connect(server)?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .map_err(pg_err(server))?;
+        Ok(ScratchDatabase {
+            admin,
+            target: server.with_dbname(name),
+            name: name.to_string(),
+        })
+    }
+
+    pub fn target(&self) -> PgTarget {
+        self.target.clone()
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        if let Err(e) = self.admin.batch_execute(&sql) {
+            tracing::warn!(database = %self.name, "could not drop scratch database: {e}");
+        }
+    }
+}
+
 impl Sink for PgSink {
     fn describe(&self) -> String {
         self.target.describe()

@@ -201,6 +201,36 @@ impl Snapshot {
         Ok(outcome)
     }
 
+    /// Up to `n` ids chosen uniformly at random (seeded, so a run can be repeated), in a
+    /// random order.
+    pub fn sample(&self, n: usize, seed: u64) -> Result<Vec<String>, SourceError> {
+        let mut stmt = self
+            .work
+            .prepare("SELECT token_id FROM ids ORDER BY token_id")
+            .map_err(|e| self.werr(e))?;
+        let mut ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.werr(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.werr(e))?;
+        // Partial Fisher–Yates with splitmix64: the first n slots end up a uniform sample.
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let n = n.min(ids.len());
+        for i in 0..n {
+            let j = i + (next() % (ids.len() - i) as u64) as usize;
+            ids.swap(i, j);
+        }
+        ids.truncate(n);
+        Ok(ids)
+    }
+
     /// How many of the node's ids still need work (not already in the sink).
     pub fn pending(&self) -> Result<u64, SourceError> {
         self.work
@@ -286,6 +316,29 @@ mod tests {
         .unwrap();
         assert_eq!(s.pending().unwrap(), 4);
         assert_eq!(pending(&s), ["a", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn sample_is_seeded_distinct_and_bounded() {
+        let t = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..200).map(|i| format!("id{i:03}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let db = node_db(t.path(), false, &refs);
+        let s = Snapshot::take(&db, TokenTable::FtTokens, None, Duration::from_secs(1)).unwrap();
+        let a = s.sample(50, 1).unwrap();
+        assert_eq!(a, s.sample(50, 1).unwrap(), "same seed, same sample");
+        assert_ne!(a, s.sample(50, 2).unwrap(), "another seed, another sample");
+        let distinct: std::collections::BTreeSet<_> = a.iter().collect();
+        assert_eq!(distinct.len(), 50);
+        assert!(a.iter().all(|id| ids.contains(id)));
+        // Not just the first ids in key order.
+        assert!(a.iter().any(|id| id.as_str() >= "id100"));
+        let mut all = s.sample(10_000, 3).unwrap();
+        all.sort();
+        assert_eq!(
+            all, ids,
+            "a sample larger than the table is the whole table"
+        );
     }
 
     #[test]
