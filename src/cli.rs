@@ -10,7 +10,9 @@ use crate::bench;
 use crate::corpus::{self, CorpusSpec};
 use crate::ipfs::{self, CatLimits, ErrorClass, IpfsError, Repo};
 use crate::node::Node;
+use crate::pipeline::scan::{self, NodeStatus, ScanOptions, ScanSummary};
 use crate::pipeline::{self, BulkLoad, RunStatus, SyncOptions, SyncSummary};
+use crate::report;
 use crate::sink::config::{self as dbconfig, Origin, Target};
 use crate::sink::{postgres::PgSink, sqlite::SqliteSink, Sink};
 
@@ -52,6 +54,10 @@ pub struct Cli {
 enum Command {
     /// Sync a node's FTTokenTable into TokenInfo (PostgreSQL, or an SQLite file by default).
     Sync(SyncArgs),
+    /// Scan every node under a root (TokensTable) into TokenRecords in one central database.
+    Scan(ScanArgs),
+    /// Audit reports over the central database: duplicates, nodes, failures, summary.
+    Report(ReportArgs),
     /// Print the content of IPFS files, byte for byte as `ipfs cat` does.
     Cat(CatArgs),
     /// Compare rubix-sync with `ipfs cat` and the daemon's HTTP RPC on the node's own tokens.
@@ -107,6 +113,63 @@ struct SyncArgs {
     /// Print the final summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ScanArgs {
+    /// Where to look for nodes: every Rubix/rubix.db below it, at any depth.
+    #[arg(default_value = ".", value_name = "ROOT")]
+    root: PathBuf,
+    /// The central PostgreSQL database (postgres://user@host/db, key=value libpq settings).
+    /// Default: DATABASE_URL, PG* variables, the config file.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// This machine's name in the central database [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    source: Option<String>,
+    /// Only TokensTable rows with these token_status values, e.g. --status 0,1 [default: all].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    status: Vec<i64>,
+    /// Skip directories whose path below ROOT, or whose name, matches (repeatable), e.g.
+    /// --exclude 'backup*' --exclude 'old/*'.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Scan every node, even one whose database has not changed since the last scan.
+    #[arg(long)]
+    force: bool,
+    /// Read blocks only from each node's own repository. (This is currently the only mode:
+    /// the peer fallback for blocks missing on disk is not built yet.)
+    #[arg(long)]
+    offline: bool,
+    /// Nodes scanned at the same time.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    node_workers: usize,
+    /// Rows per database transaction.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    batch_size: usize,
+    /// Directory for the run's private work databases [default: the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// How long to wait for a node's write lock when taking its snapshot, in seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    busy_timeout: u64,
+    /// No progress and no summary table on stderr (errors are still printed).
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the scan summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReportArgs {
+    #[arg(value_enum)]
+    kind: report::ReportKind,
+    /// The central PostgreSQL database [default: as for scan].
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    #[arg(long, value_enum, default_value_t = report::Format::Table)]
+    format: report::Format,
 }
 
 #[derive(Debug, clap::Args)]
@@ -190,6 +253,8 @@ pub fn main() -> ExitCode {
     init_tracing(cli.log_file.as_deref());
     let code = match cli.command {
         Command::Sync(args) => run_sync(args),
+        Command::Scan(args) => run_scan(args),
+        Command::Report(args) => run_report(args),
         Command::Cat(args) => run_cat(args),
         Command::Bench(args) => run_bench(args),
         Command::GenerateCorpus(args) => run_generate(args),
@@ -317,6 +382,222 @@ fn open_sink(flag: Option<&str>, quiet: bool) -> Result<Box<dyn Sink>, crate::si
         Target::Postgres(pg) => Box::new(PgSink::connect(*pg)?),
         Target::Sqlite(path) => Box::new(SqliteSink::open(&path)?),
     })
+}
+
+/// The central database for `scan` and `report`: PostgreSQL, chosen as for `sync`.
+fn open_central(flag: Option<&str>) -> Result<PgSink, crate::sink::SinkError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let file_db = match dbconfig::config_file_path() {
+        Some(p) => dbconfig::read_config_file(&p)?,
+        None => None,
+    };
+    let (target, origin) =
+        dbconfig::resolve(flag, &env, file_db, &dbconfig::default_sqlite_path())?;
+    match target {
+        Target::Postgres(pg) => {
+            tracing::info!(database = %pg.describe(), ?origin, "central database");
+            PgSink::connect(*pg)
+        }
+        Target::Sqlite(p) => Err(crate::sink::SinkError::Config(format!(
+            "scan and report need the central PostgreSQL database (got sqlite:{}{}); pass \
+             --database postgres://user@host/rubix_tokens or set DATABASE_URL / PG* / the \
+             config file",
+            p.display(),
+            if origin == Origin::Default {
+                ", the default when nothing is configured"
+            } else {
+                ""
+            }
+        ))),
+    }
+}
+
+fn run_scan(args: ScanArgs) -> u8 {
+    let mut patterns = Vec::new();
+    for g in &args.exclude {
+        match glob::Pattern::new(g) {
+            Ok(p) => patterns.push(p),
+            Err(e) => {
+                eprintln!("rubix-sync: error: --exclude {g:?}: {e}");
+                return exit::USAGE;
+            }
+        }
+    }
+    if !args.root.is_dir() {
+        eprintln!(
+            "rubix-sync: error: {}: not a directory (ROOT is where the nodes are)",
+            args.root.display()
+        );
+        return exit::FAILED;
+    }
+    let sink = match open_central(args.database.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rubix-sync: error: {}", dbconfig::redact(&e.to_string()));
+            return exit::FAILED;
+        }
+    };
+    let discovery = crate::node::discover(&args.root, &patterns);
+    if !args.quiet {
+        eprintln!(
+            "rubix-sync: {} node(s) under {}",
+            discovery.nodes.len(),
+            args.root.display()
+        );
+    }
+    let source = args
+        .source
+        .clone()
+        .or_else(crate::host::hostname)
+        .unwrap_or_else(|| "unknown-host".into());
+    let opts = ScanOptions {
+        statuses: args.status.clone(),
+        force: args.force,
+        node_workers: args.node_workers.max(1),
+        batch_size: args.batch_size,
+        work_dir: args.work_dir.clone(),
+        busy_timeout: std::time::Duration::from_secs(args.busy_timeout),
+        progress: !args.quiet && !args.json && io::IsTerminal::is_terminal(&io::stderr()),
+        source,
+        source_ip: crate::host::primary_address().map(|a| a.to_string()),
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    pipeline::install_signal_handler(stop.clone());
+    match scan::scan(&args.root, discovery, Box::new(sink), &opts, &stop) {
+        Ok(summary) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                );
+            }
+            if !args.quiet {
+                eprint!("{}", render_scan_summary(&summary));
+            }
+            if summary.interrupted {
+                exit::INTERRUPTED
+            } else if summary.all_ok() {
+                exit::OK
+            } else {
+                exit::SOME_TOKENS_FAILED
+            }
+        }
+        Err(e) => {
+            eprintln!("rubix-sync: error: {}", dbconfig::redact(&e.to_string()));
+            exit::FAILED
+        }
+    }
+}
+
+/// The per-node table and totals printed at the end of a scan.
+fn render_scan_summary(s: &ScanSummary) -> String {
+    use comfy_table::{presets, CellAlignment, Table};
+    let mut t = Table::new();
+    t.load_style(presets::ASCII_MARKDOWN);
+    t.set_header(vec![
+        "node",
+        "status",
+        "rows",
+        "new",
+        "changed",
+        "removed",
+        "unchanged",
+        "fetched",
+        "failed",
+        "seconds",
+    ]);
+    for n in &s.nodes {
+        t.add_row(vec![
+            n.name.clone(),
+            serde_json::to_value(n.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            n.records.to_string(),
+            n.delta.new.to_string(),
+            n.delta.changed.to_string(),
+            n.delta.removed.to_string(),
+            n.delta.unchanged.to_string(),
+            n.fetched.to_string(),
+            n.failed.to_string(),
+            format!("{:.2}", n.elapsed_s),
+        ]);
+    }
+    for i in 2..10 {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    let mut out = format!(
+        "{t}
+"
+    );
+    for n in &s.nodes {
+        if let Some(e) = &n.error {
+            out.push_str(&format!("  {}: failed: {}\n", n.name, e));
+        } else if n.status == NodeStatus::NoTokensTable {
+            out.push_str(&format!(
+                "  {}: skipped: no TokensTable in {}\n",
+                n.name, n.db_path
+            ));
+        }
+        if !n.missing_columns.is_empty() && n.records > 0 {
+            out.push_str(&format!(
+                "  {}: TokensTable lacks {} (stored as NULL)\n",
+                n.name,
+                n.missing_columns.join(", ")
+            ));
+        }
+        for (class, k) in &n.failures_by_class {
+            out.push_str(&format!("  {}: {k} token(s) {class}\n", n.name));
+        }
+    }
+    for p in &s.problems {
+        out.push_str(&format!("  warning: {}: {}\n", p.path.display(), p.problem));
+    }
+    out.push_str(&format!(
+        "{}: {} node(s) from {} → {}, {} rows resolved in {:.1}s ({:.0} rows/s)\n",
+        if s.interrupted {
+            "scan interrupted (committed batches are kept; run again to finish)"
+        } else {
+            "scan complete"
+        },
+        s.nodes.len(),
+        s.source,
+        s.database,
+        s.rows_resolved,
+        s.elapsed_s,
+        s.rows_per_s
+    ));
+    if !s.all_ok() {
+        out.push_str("  details: rubix-sync report failures; SELECT * FROM ProcessedDatabases WHERE status <> 'ok';\n");
+    }
+    out
+}
+
+fn run_report(args: ReportArgs) -> u8 {
+    let mut sink = match open_central(args.database.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rubix-sync: error: {}", dbconfig::redact(&e.to_string()));
+            return exit::FAILED;
+        }
+    };
+    let describe = Sink::describe(&sink);
+    if let Err(e) = Sink::migrate(&mut sink) {
+        eprintln!("rubix-sync: error: {}", dbconfig::redact(&e.to_string()));
+        return exit::FAILED;
+    }
+    match report::run(sink.client(), args.kind, &describe) {
+        Ok(r) => {
+            print!("{}", report::render(&r, args.format));
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("rubix-sync: error: {}", dbconfig::redact(&e.to_string()));
+            exit::FAILED
+        }
+    }
 }
 
 fn run_sync(args: SyncArgs) -> u8 {

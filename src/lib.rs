@@ -5,9 +5,11 @@
 pub mod bench;
 pub mod cli;
 pub mod corpus;
+pub mod host;
 pub mod ipfs;
 pub mod node;
 pub mod pipeline;
+pub mod report;
 pub mod sink;
 pub mod source;
 pub mod token;

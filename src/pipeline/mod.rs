@@ -1,4 +1,5 @@
-//! `sync`: a node's FTTokenTable → TokenInfo, as a pipeline of bounded stages.
+//! `sync`: a node's FTTokenTable → TokenInfo, as a pipeline of bounded stages. (`scan`, the
+//! many-node TokensTable → TokenRecords job, is in [`scan`].)
 //!
 //! ```text
 //! snapshot reader ──ids──► resolvers (N threads: flatfs → verify → UnixFS → parse)
@@ -23,6 +24,8 @@ use crate::node::Node;
 use crate::sink::{Batch, BatchWriter, FailureRow, RunRecord, Sink, SinkError, TokenRow};
 use crate::source::{Snapshot, SourceError, TokenTable};
 use crate::token;
+
+pub mod scan;
 
 /// When secondary indexes are dropped for the load and rebuilt after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -119,6 +122,27 @@ enum Outcome {
     Failure(FailureRow),
 }
 
+/// Reads and verifies one token's content into `buf` (at most [`token::MAX_TOKEN_BYTES`]);
+/// on failure, the reason class recorded in the database and a detail for the operator.
+pub(crate) fn fetch(
+    repo: &Repo,
+    id: &str,
+    buf: &mut Vec<u8>,
+) -> Result<(), (&'static str, String)> {
+    let cid = ipfs::parse_cid(id).map_err(|e| ("invalid_cid", e.to_string()))?;
+    let limits = CatLimits {
+        max_bytes: token::MAX_TOKEN_BYTES,
+        ..CatLimits::default()
+    };
+    resolve::read_file(repo, &cid, limits, buf).map_err(|e| {
+        let class = match e {
+            IpfsError::TooLarge { .. } => "too_large",
+            ref other => other.class().as_str(),
+        };
+        (class, e.to_string())
+    })
+}
+
 /// Reads, verifies, decodes and parses one token.
 fn resolve_token(repo: &Repo, id: String, buf: &mut Vec<u8>) -> Outcome {
     let fail = |class: &'static str, detail: String, id: String| {
@@ -128,20 +152,8 @@ fn resolve_token(repo: &Repo, id: String, buf: &mut Vec<u8>) -> Outcome {
             detail,
         })
     };
-    let cid = match ipfs::parse_cid(&id) {
-        Ok(c) => c,
-        Err(e) => return fail("invalid_cid", e.to_string(), id),
-    };
-    let limits = CatLimits {
-        max_bytes: token::MAX_TOKEN_BYTES,
-        ..CatLimits::default()
-    };
-    if let Err(e) = resolve::read_file(repo, &cid, limits, buf) {
-        let class = match e {
-            IpfsError::TooLarge { .. } => "too_large",
-            ref other => other.class().as_str(),
-        };
-        return fail(class, e.to_string(), id);
+    if let Err((class, detail)) = fetch(repo, &id, buf) {
+        return fail(class, detail, id);
     }
     match token::parse(buf) {
         Ok(t) => Outcome::Token(TokenRow {

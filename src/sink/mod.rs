@@ -9,7 +9,9 @@
 //! batch atomically: an interrupted run loses nothing already committed.
 
 pub mod config;
+mod pg_records;
 pub mod postgres;
+pub mod records;
 pub mod sqlite;
 
 use std::borrow::Cow;

@@ -16,10 +16,11 @@ use super::{
 };
 
 /// Versioned migrations; each runs once, in order, under an advisory lock.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "TokenInfo, sync_failures, sync_runs",
-    "CREATE TABLE IF NOT EXISTS TokenInfo (
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "TokenInfo, sync_failures, sync_runs",
+        "CREATE TABLE IF NOT EXISTS TokenInfo (
          token_id TEXT PRIMARY KEY,
          token_name TEXT NOT NULL,
          token_number INTEGER NOT NULL,
@@ -56,24 +57,81 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
          rate DOUBLE PRECISION,
          failures_by_class JSONB
      );",
-)];
+    ),
+    (
+        2,
+        "TokenRecords, ProcessedDatabases",
+        "CREATE TABLE IF NOT EXISTS TokenRecords (
+         id BIGSERIAL PRIMARY KEY,
+         source TEXT NOT NULL,
+         source_ip TEXT,
+         node_name TEXT NOT NULL,
+         did TEXT,
+         token_id TEXT NOT NULL,
+         parent_token_id TEXT,
+         token_value DOUBLE PRECISION,
+         token_status BIGINT,
+         token_state_hash TEXT,
+         transaction_id TEXT,
+         ipfs_data TEXT,
+         ipfs_data_raw BYTEA,
+         ipfs_data_binary BOOLEAN NOT NULL DEFAULT FALSE,
+         ipfs_fetched BOOLEAN NOT NULL DEFAULT FALSE,
+         ipfs_error TEXT,
+         ipfs_error_class TEXT,
+         db_path TEXT NOT NULL,
+         ipfs_path TEXT,
+         db_last_modified TIMESTAMPTZ,
+         synced_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+         first_seen TIMESTAMPTZ NOT NULL DEFAULT now(),
+         removed_at TIMESTAMPTZ,
+         CONSTRAINT tokenrecords_natural_key UNIQUE (source, db_path, token_id)
+     );
+     CREATE INDEX IF NOT EXISTS idx_tokenrecords_token_id ON TokenRecords (token_id);
+     CREATE INDEX IF NOT EXISTS idx_tokenrecords_did ON TokenRecords (did);
+     CREATE INDEX IF NOT EXISTS idx_tokenrecords_node_name ON TokenRecords (node_name);
+     CREATE INDEX IF NOT EXISTS idx_tokenrecords_source_ip ON TokenRecords (source_ip);
+     CREATE INDEX IF NOT EXISTS idx_tokenrecords_db_path ON TokenRecords (db_path);
+     CREATE INDEX IF NOT EXISTS idx_tokenrecords_ipfs_fetched ON TokenRecords (ipfs_fetched);
+     CREATE INDEX IF NOT EXISTS idx_tokenrecords_synced_at ON TokenRecords (synced_at);
+     CREATE TABLE IF NOT EXISTS ProcessedDatabases (
+         source TEXT NOT NULL,
+         db_path TEXT NOT NULL,
+         node_name TEXT NOT NULL,
+         ipfs_path TEXT,
+         last_modified TIMESTAMPTZ,
+         size BIGINT,
+         fingerprint TEXT,
+         status_filter TEXT NOT NULL DEFAULT '',
+         last_processed TIMESTAMPTZ NOT NULL DEFAULT now(),
+         record_count BIGINT NOT NULL DEFAULT 0,
+         ok_count BIGINT NOT NULL DEFAULT 0,
+         failed_count BIGINT NOT NULL DEFAULT 0,
+         removed_count BIGINT NOT NULL DEFAULT 0,
+         duration_s DOUBLE PRECISION,
+         status TEXT NOT NULL,
+         error TEXT,
+         PRIMARY KEY (source, db_path)
+     );",
+    ),
+];
 
 /// Advisory-lock namespace for migrations (arbitrary constant, "rubix").
 const MIGRATION_LOCK: i64 = 0x0072_7562_6978;
 
 pub struct PgSink {
-    target: PgTarget,
-    control: Client,
+    pub(super) target: PgTarget,
+    pub(super) control: Client,
 }
 
-fn pg_err(target: &PgTarget) -> impl Fn(::postgres::Error) -> SinkError + '_ {
+pub(super) fn pg_err(target: &PgTarget) -> impl Fn(::postgres::Error) -> SinkError + '_ {
     move |e| SinkError::Postgres {
         target: target.describe(),
         source: e,
     }
 }
 
-fn connect(target: &PgTarget) -> Result<Client, SinkError> {
+pub(super) fn connect(target: &PgTarget) -> Result<Client, SinkError> {
     let config: Config = target.config().clone();
     let client = match target.tls() {
         Some(tls) => config.connect(tls),

@@ -8,8 +8,12 @@
 //! subtracting what the sink already has, ordering, streaming — works on the private copy, so
 //! memory stays bounded however many tokens a node has.
 
+mod fingerprint;
+mod records;
 mod snapshot;
 
+pub use fingerprint::{fingerprint, DbFingerprint};
+pub use records::{Delta, RecordSnapshot, TokensRow};
 pub use snapshot::{Snapshot, TokenTable};
 
 use std::path::PathBuf;

@@ -62,84 +62,117 @@ fn inspect(db: &Path) -> Result<bool, SourceError> {
     Ok(header[18] == 2)
 }
 
+/// A private work database in a fresh temp directory (deleted with the `TempDir`).
+pub(super) fn open_work(
+    work_dir: Option<&Path>,
+    busy_timeout: Duration,
+    schema: &str,
+) -> Result<(Connection, tempfile::TempDir), SourceError> {
+    let dir = match work_dir {
+        Some(d) => tempfile::Builder::new().prefix("rubix-sync-").tempdir_in(d),
+        None => tempfile::Builder::new().prefix("rubix-sync-").tempdir(),
+    }
+    .map_err(|e| SourceError::Io {
+        path: work_dir.map_or_else(std::env::temp_dir, Path::to_path_buf),
+        source: e,
+    })?;
+    let work_path = dir.path().join("work.db");
+    let werr = |e| SourceError::Work {
+        path: work_path.clone(),
+        source: e,
+    };
+    let work = Connection::open_with_flags(
+        &work_path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(werr)?;
+    work.busy_timeout(busy_timeout).map_err(werr)?;
+    work.execute_batch(
+        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE;
+         PRAGMA cache_size=-16384;",
+    )
+    .map_err(werr)?;
+    work.execute_batch(schema).map_err(werr)?;
+    Ok((work, dir))
+}
+
+/// Runs `f` with the node database attached read-only as `node`, detaching it afterwards
+/// whatever happened.
+///
+/// The node database is attached read-only (`mode=ro`). A WAL database whose `-shm` file is
+/// absent has no open connection (SQLite removes it on last close); attaching it normally
+/// would make SQLite create `-shm`/`-wal` in the node directory, so it is attached
+/// `immutable=1` instead, which reads the file as it stands and creates nothing.
+pub(super) fn with_node_attached<T>(
+    work: &Connection,
+    db: &Path,
+    f: impl FnOnce(&Connection) -> Result<T, SourceError>,
+) -> Result<T, SourceError> {
+    let wal = inspect(db)?;
+    let canonical = db.canonicalize().map_err(|e| SourceError::Io {
+        path: db.to_path_buf(),
+        source: e,
+    })?;
+    let shm = PathBuf::from(format!("{}-shm", canonical.display()));
+    let mut uri = format!("file:{}?mode=ro", uri_path(&canonical));
+    if wal && !shm.exists() {
+        uri.push_str("&immutable=1");
+    }
+    work.execute("ATTACH DATABASE ?1 AS node", [&uri])
+        .map_err(|e| SourceError::Open {
+            path: db.to_path_buf(),
+            source: e,
+        })?;
+    let result = f(work);
+    let _ = work.execute("DETACH DATABASE node", []);
+    result
+}
+
+/// The columns of `table` in the attached node database, or `None` if it has no such table.
+pub(super) fn node_columns(
+    work: &Connection,
+    db: &Path,
+    table: &str,
+) -> Result<Option<Vec<String>>, SourceError> {
+    let map = |e: rusqlite::Error| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+            SourceError::NotSqlite(db.to_path_buf())
+        }
+        e => SourceError::Query {
+            path: db.to_path_buf(),
+            source: e,
+        },
+    };
+    let mut stmt = work
+        .prepare("SELECT name FROM pragma_table_info(?1, 'node')")
+        .map_err(map)?;
+    let cols = stmt
+        .query_map([table], |r| r.get::<_, String>(0))
+        .map_err(map)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map)?;
+    Ok((!cols.is_empty()).then_some(cols))
+}
+
 impl Snapshot {
-    /// Copies the ids of `table` out of the node database at `db`.
-    ///
-    /// The node database is attached read-only (`mode=ro`). A WAL database whose `-shm` file is
-    /// absent has no open connection (SQLite removes it on last close); attaching it normally
-    /// would make SQLite create `-shm`/`-wal` in the node directory, so it is attached
-    /// `immutable=1` instead, which reads the file as it stands and creates nothing.
+    /// Copies the ids of `table` out of the node database at `db`, in one read transaction.
     pub fn take(
         db: &Path,
         table: TokenTable,
         work_dir: Option<&Path>,
         busy_timeout: Duration,
     ) -> Result<Snapshot, SourceError> {
-        let wal = inspect(db)?;
-        let dir = match work_dir {
-            Some(d) => tempfile::Builder::new().prefix("rubix-sync-").tempdir_in(d),
-            None => tempfile::Builder::new().prefix("rubix-sync-").tempdir(),
-        }
-        .map_err(|e| SourceError::Io {
-            path: work_dir.map_or_else(std::env::temp_dir, Path::to_path_buf),
-            source: e,
-        })?;
-        let work_path = dir.path().join("work.db");
-        let werr = |e| SourceError::Work {
-            path: work_path.clone(),
-            source: e,
-        };
-        let work = Connection::open_with_flags(
-            &work_path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_URI
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(werr)?;
-        work.busy_timeout(busy_timeout).map_err(werr)?;
-        work.execute_batch(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE;
-             PRAGMA cache_size=-16384;
-             CREATE TABLE ids(token_id TEXT PRIMARY KEY) WITHOUT ROWID;
+        let (work, dir) = open_work(
+            work_dir,
+            busy_timeout,
+            "CREATE TABLE ids(token_id TEXT PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE done(token_id TEXT PRIMARY KEY) WITHOUT ROWID;",
-        )
-        .map_err(werr)?;
-
-        let canonical = db.canonicalize().map_err(|e| SourceError::Io {
-            path: db.to_path_buf(),
-            source: e,
-        })?;
-        let shm = PathBuf::from(format!("{}-shm", canonical.display()));
-        let mut uri = format!("file:{}?mode=ro", uri_path(&canonical));
-        if wal && !shm.exists() {
-            uri.push_str("&immutable=1");
-        }
-        let qerr = |e| SourceError::Query {
-            path: db.to_path_buf(),
-            source: e,
-        };
-        work.execute("ATTACH DATABASE ?1 AS node", [&uri])
-            .map_err(|e| SourceError::Open {
-                path: db.to_path_buf(),
-                source: e,
-            })?;
-        let result = (|| {
-            let exists: bool = work
-                .query_row(
-                    "SELECT count(*) > 0 FROM node.sqlite_master WHERE type = 'table' AND name = ?1",
-                    [table.name()],
-                    |r| r.get(0),
-                )
-                .map_err(|e| match e {
-                    rusqlite::Error::SqliteFailure(f, _)
-                        if f.code == rusqlite::ErrorCode::NotADatabase =>
-                    {
-                        SourceError::NotSqlite(db.to_path_buf())
-                    }
-                    e => qerr(e),
-                })?;
-            if !exists {
+        )?;
+        let total = with_node_attached(&work, db, |work| {
+            if node_columns(work, db, table.name())?.is_none() {
                 return Err(SourceError::NoTable {
                     path: db.to_path_buf(),
                     table: table.name(),
@@ -152,11 +185,11 @@ impl Snapshot {
                  WHERE token_id IS NOT NULL ORDER BY token_id",
                 table.name()
             );
-            work.execute(&sql, []).map_err(qerr)
-        })();
-        // Let go of the node database whatever happened.
-        let _ = work.execute("DETACH DATABASE node", []);
-        let total = result? as u64;
+            work.execute(&sql, []).map_err(|e| SourceError::Query {
+                path: db.to_path_buf(),
+                source: e,
+            })
+        })? as u64;
         Ok(Snapshot { work, dir, total })
     }
 
