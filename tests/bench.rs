@@ -15,10 +15,6 @@ fn standin() -> PathBuf {
     root().join("scripts/standins/ipfs")
 }
 
-fn pg_base() -> String {
-    std::env::var("RUBIX_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
 /// A private copy of the fixture node: the daemon stand-in takes repo.lock and writes `api`
 /// into its repo, as kubo's daemon does.
 fn node_copy() -> (tempfile::TempDir, PathBuf) {

@@ -7,51 +7,12 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
 use rubix_sync::cli::exit;
 
-/// Where tests may create databases: `RUBIX_TEST_PG`, else this machine's local server.
-fn pg_base() -> String {
-    std::env::var("RUBIX_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-/// A database of its own for one test, dropped afterwards.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
 impl TestDb {
-    fn new() -> TestDb {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "rubix_test_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let mut admin =
-            postgres::Client::connect(&format!("{}/postgres", pg_base()), postgres::NoTls).expect(
-                "PostgreSQL on 127.0.0.1:5432 (or RUBIX_TEST_PG) is needed for the sync tests",
-            );
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-            .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        TestDb {
-            url: format!("{}/{name}", pg_base()),
-            name,
-        }
-    }
-
-    fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
-    }
-
     fn tokens(&self) -> BTreeMap<String, (String, i32, String)> {
         self.client()
             .query(
@@ -78,19 +39,6 @@ impl TestDb {
             .query_one("SELECT count(*) FROM TokenInfo", &[])
             .unwrap()
             .get(0)
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut admin) =
-            postgres::Client::connect(&format!("{}/postgres", pg_base()), postgres::NoTls)
-        {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
     }
 }
 

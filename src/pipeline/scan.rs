@@ -468,10 +468,10 @@ fn scan_node(
                     }
                 }
                 out.push(RecordRow { row, content });
-            }
-            if out.len() >= batch && !send(std::mem::take(&mut out)) {
-                interrupted = true;
-                return false;
+                if out.len() >= batch && !send(std::mem::take(&mut out)) {
+                    interrupted = true;
+                    return false;
+                }
             }
             true
         })?;

@@ -7,6 +7,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -134,4 +135,57 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     let d =
         multihash_codetable::MultihashDigest::digest(&multihash_codetable::Code::Sha2_256, bytes);
     data_encoding::HEXLOWER.encode(d.digest())
+}
+
+/// Where tests may create databases: `RUBIX_TEST_PG`, else this machine's local server.
+pub fn pg_base() -> String {
+    std::env::var("RUBIX_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A database of its own for one test, dropped afterwards.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "rubix_test_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut admin =
+            postgres::Client::connect(&format!("{}/postgres", pg_base()), postgres::NoTls).expect(
+                "PostgreSQL on 127.0.0.1:5432 (or RUBIX_TEST_PG) is needed for the sync tests",
+            );
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        TestDb {
+            url: format!("{}/{name}", pg_base()),
+            name,
+        }
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) =
+            postgres::Client::connect(&format!("{}/postgres", pg_base()), postgres::NoTls)
+        {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
 }
