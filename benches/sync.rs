@@ -9,9 +9,12 @@
 //! Every case gets a fresh database. `sync` runs as the release binary, its peak RSS read with
 //! wait4(2) on that child alone, before this process has grown (see the ceiling case).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::path::PathBuf;
 use std::time::Instant;
+
+use common::{drop_db, fresh_db, timed};
 
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
@@ -44,48 +47,6 @@ fn args() -> Args {
     a
 }
 
-fn fresh_db(base: &str, name: &str) -> String {
-    let mut admin = Client::connect(&format!("{base}/postgres"), NoTls).expect("PostgreSQL");
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    format!("{base}/{name}")
-}
-
-fn drop_db(base: &str, name: &str) {
-    if let Ok(mut admin) = Client::connect(&format!("{base}/postgres"), NoTls) {
-        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-    }
-}
-
-/// Runs the release binary's `sync`; returns (seconds, peak RSS MiB, exit code).
-// The child is reaped by wait4(2) below, which std's `wait` cannot do with rusage.
-#[allow(clippy::zombie_processes)]
-fn timed_sync(node: &Path, url: &str, extra: &[&str]) -> (f64, f64, i32) {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/rubix-sync");
-    let t = Instant::now();
-    let child = Command::new(bin)
-        .arg("sync")
-        .arg(node)
-        .args(["--database", url, "--quiet"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("target/release/rubix-sync (cargo build --release first)");
-    let mut status = 0;
-    // SAFETY: wait4(2) on our own child; rusage is a plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    (
-        t.elapsed().as_secs_f64(),
-        usage.ru_maxrss as f64 / 1024.0,
-        libc::WEXITSTATUS(status),
-    )
-}
-
 fn main() {
     let a = args();
     let node = a.dir.join(format!("rubix-bench-sync-{}", a.tokens));
@@ -107,7 +68,7 @@ fn main() {
     let mut rows: Vec<(String, String, f64, String)> = Vec::new();
 
     let url = fresh_db(&a.pg, "rubix_bench_sync");
-    let (s, rss, code) = timed_sync(&node, &url, &["--bulk-load", "never"]);
+    let (s, rss, code) = timed("sync", &node, &url, &["--bulk-load", "never"]);
     assert_eq!(code, 0);
     rows.push((
         "sync, first load, indexes present (--bulk-load never)".into(),
@@ -118,7 +79,7 @@ fn main() {
     drop_db(&a.pg, "rubix_bench_sync");
 
     let url = fresh_db(&a.pg, "rubix_bench_bulk");
-    let (s, rss, code) = timed_sync(&node, &url, &[]);
+    let (s, rss, code) = timed("sync", &node, &url, &[]);
     assert_eq!(code, 0);
     rows.push((
         "sync, first load, bulk-load mode (auto on empty table)".into(),
@@ -126,7 +87,7 @@ fn main() {
         n / s,
         format!("{rss:.0}"),
     ));
-    let (s, rss, code) = timed_sync(&node, &url, &[]);
+    let (s, rss, code) = timed("sync", &node, &url, &[]);
     assert_eq!(code, 0);
     rows.push((
         "sync, unchanged re-sync (nothing fetched or written)".into(),
@@ -134,7 +95,7 @@ fn main() {
         n / s,
         format!("{rss:.0}"),
     ));
-    let (s, rss, code) = timed_sync(&node, &url, &["--full"]);
+    let (s, rss, code) = timed("sync", &node, &url, &["--full"]);
     assert_eq!(code, 0);
     rows.push((
         "sync --full, unchanged (re-read + verify all, rewrite none)".into(),

@@ -558,3 +558,39 @@ fn ctrl_c_commits_in_flight_batches_prints_the_summary_and_exits_non_zero() {
     assert_eq!(sync(&node, &db.url, &[]).0, 0);
     assert_eq!(db.count(), n);
 }
+
+#[test]
+fn an_appending_writer_that_meets_an_existing_row_merges_instead() {
+    use rubix_sync::sink::{postgres::PgSink, Batch, Sink, TokenRow};
+    let db = TestDb::new();
+    let target = rubix_sync::sink::config::pg_target(&db.url, &|_| None).unwrap();
+    let mut sink = PgSink::connect(target).unwrap();
+    sink.migrate().unwrap();
+    let row = |id: &str, n: i32| TokenRow {
+        token_id: id.into(),
+        name: "TRI".into(),
+        number: n,
+        creator_did: "did".into(),
+    };
+    // A concurrent writer (another node's run) already put "b" there, with other values.
+    db.client()
+        .execute(
+            "INSERT INTO TokenInfo (token_id, token_name, token_number, creator_did)
+             VALUES ('b', 'OLD', 0, 'x')",
+            &[],
+        )
+        .unwrap();
+    let mut writers = sink.writers(1, true).unwrap();
+    let batch = Batch {
+        tokens: vec![row("a", 1), row("b", 2), row("c", 3)],
+        failures: vec![],
+    };
+    let w = writers[0].write("node", &batch).unwrap();
+    assert_eq!((w.written, w.unchanged), (3, 0));
+    // The same batch again: merged, nothing rewritten.
+    let w = writers[0].write("node", &batch).unwrap();
+    assert_eq!((w.written, w.unchanged), (0, 3));
+    let tokens = db.tokens();
+    assert_eq!(tokens.len(), 3);
+    assert_eq!(tokens["b"], ("TRI".into(), 2, "did".into()));
+}

@@ -294,7 +294,9 @@ fn run(
         sink.ensure_secondary_indexes()?;
     }
 
-    let writers = sink.writers(opts.writers, bulk)?;
+    // Without --full the work list is the snapshot minus TokenInfo: every row is new, so it
+    // can be COPYed straight into TokenInfo (no staging table, no merge).
+    let writers = sink.writers(opts.writers, bulk || !opts.full)?;
     let counters = Counters::default();
     let by_class: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
     let bar = progress_bar(opts.progress, pending);

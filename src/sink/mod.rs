@@ -128,9 +128,11 @@ pub trait Sink {
     /// Creates any missing secondary index (after a bulk load, or to repair an interrupted one).
     fn ensure_secondary_indexes(&mut self) -> Result<(), SinkError>;
     /// `n` writers, each on its own connection (a sink may return fewer, e.g. SQLite: one).
-    /// `bulk`: TokenInfo was empty when the run started, so rows may be appended directly
-    /// (a writer falls back to merging if another writer makes that untrue).
-    fn writers(&self, n: usize, bulk: bool) -> Result<Vec<Box<dyn BatchWriter>>, SinkError>;
+    /// `append`: no id the run will write was in TokenInfo when the run started (an
+    /// incremental run writes only ids missing from it), so rows may be appended directly
+    /// instead of merged; a writer falls back to merging if a concurrent writer made that
+    /// untrue.
+    fn writers(&self, n: usize, append: bool) -> Result<Vec<Box<dyn BatchWriter>>, SinkError>;
 }
 
 /// One connection's worth of atomic batch writes.

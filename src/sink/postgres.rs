@@ -334,20 +334,20 @@ impl Sink for PgSink {
             .map_err(pg_err(&self.target))
     }
 
-    fn writers(&self, n: usize, bulk: bool) -> Result<Vec<Box<dyn BatchWriter>>, SinkError> {
+    fn writers(&self, n: usize, append: bool) -> Result<Vec<Box<dyn BatchWriter>>, SinkError> {
         (0..n.max(1))
             .map(|_| {
-                PgWriter::connect(self.target.clone(), bulk)
+                PgWriter::connect(self.target.clone(), append)
                     .map(|w| Box::new(w) as Box<dyn BatchWriter>)
             })
             .collect()
     }
 }
 
-/// One connection writing batches: COPY → staging → merge, one transaction each. In bulk
-/// mode (TokenInfo empty at the start of the run) rows are COPYed straight into TokenInfo,
-/// halving the work per row; a unique violation (another writer got there first) rolls the
-/// batch back and switches this writer to merging for the rest of the run.
+/// One connection writing batches: COPY → staging → merge, one transaction each. In append
+/// mode (no row of the run was in TokenInfo at its start) rows are COPYed straight into
+/// TokenInfo, halving the work per row; a unique violation (a concurrent writer got there
+/// first) rolls the batch back and switches this writer to merging for the rest of the run.
 pub struct PgWriter {
     target: PgTarget,
     client: Client,

@@ -177,7 +177,7 @@ impl Sink for SqliteSink {
         Ok(())
     }
 
-    fn writers(&self, _n: usize, _bulk: bool) -> Result<Vec<Box<dyn BatchWriter>>, SinkError> {
+    fn writers(&self, _n: usize, _append: bool) -> Result<Vec<Box<dyn BatchWriter>>, SinkError> {
         Ok(vec![Box::new(SqliteWriter {
             path: self.path.clone(),
             conn: open(&self.path)?,
