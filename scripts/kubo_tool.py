@@ -8,6 +8,11 @@
     kubo_tool.py cat REPO CID...             kubo's read path; prints {cid: hex or null}
     kubo_tool.py hold REPO                   start kubo's node on REPO (takes repo.lock like a
                                              daemon), print "ready", run until stdin closes
+    kubo_tool.py serve REPO PORT             point REPO's swarm at 127.0.0.1:PORT, start kubo's
+                                             node there, print {"peer_id", "addr"} as JSON, run
+                                             until stdin closes (a peer for the fetch tests; the
+                                             environment's LIBP2P_FORCE_PNET reaches kubo)
+    kubo_tool.py add REPO FILE...            kubo `add` of each file; prints {file: cid}
 """
 
 import hashlib
@@ -75,6 +80,21 @@ def main():
         print("ready", flush=True)
         sys.stdin.read()
         kubo.cleanup_node(repo)
+    elif cmd == "serve":
+        cfg_path = os.path.join(repo, "config")
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        addr = f"/ip4/127.0.0.1/tcp/{int(rest[0])}"
+        cfg["Addresses"]["Swarm"] = [addr]
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f, indent=2)
+        if kubo.run_node(repo) < 0:
+            sys.exit("kubo RunNode failed")
+        print(json.dumps({"peer_id": cfg["Identity"]["PeerID"], "addr": addr}), flush=True)
+        sys.stdin.read()
+        kubo.cleanup_node(repo)
+    elif cmd == "add":
+        print(json.dumps({p: kubo.add(repo, p) for p in rest}))
     else:
         sys.exit(__doc__)
 

@@ -628,6 +628,11 @@ fn end_to_end(
         work_dir: opts.work_dir.clone(),
         busy_timeout: Duration::from_secs(10),
         progress: false,
+        // The row measures reading the node's own blocks, like the in-process row.
+        peer: crate::ipfs::peer::PeerOptions {
+            offline: true,
+            ..Default::default()
+        },
     };
     let stop_flag = Arc::new(AtomicBool::new(stop.load(Ordering::Relaxed)));
     let tmp;

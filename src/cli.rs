@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 
 use crate::bench;
 use crate::corpus::{self, CorpusSpec};
-use crate::ipfs::{self, CatLimits, ErrorClass, IpfsError, Repo};
+use crate::ipfs::peer::{Fallback, PeerOptions, WithFallback};
+use crate::ipfs::{self, BlockSource, CatLimits, ErrorClass, IpfsError, Repo};
 use crate::node::Node;
 use crate::pipeline::scan::{self, NodeStatus, ScanOptions, ScanSummary};
 use crate::pipeline::{self, BulkLoad, RunStatus, SyncOptions, SyncSummary};
@@ -36,6 +37,8 @@ pub mod exit {
     pub const NOT_A_FILE: u8 = 14;
     pub const MALFORMED: u8 = 15;
     pub const IO: u8 = 16;
+    /// A block missing locally could not be fetched from the swarm.
+    pub const PEER: u8 = 17;
 }
 
 /// Moves Rubix token metadata out of node repositories into PostgreSQL, reading IPFS blocks
@@ -82,10 +85,8 @@ struct SyncArgs {
     /// else an SQLite file in the data directory.
     #[arg(long, value_name = "URL")]
     database: Option<String>,
-    /// Read blocks only from the node's own repository. (This is currently the only mode: the
-    /// peer fallback for blocks missing on disk is not built yet.)
-    #[arg(long)]
-    offline: bool,
+    #[command(flatten)]
+    peer: PeerArgs,
     /// Re-read and re-verify every token, not only those missing from TokenInfo.
     #[arg(long)]
     full: bool,
@@ -137,10 +138,8 @@ struct ScanArgs {
     /// Scan every node, even one whose database has not changed since the last scan.
     #[arg(long)]
     force: bool,
-    /// Read blocks only from each node's own repository. (This is currently the only mode:
-    /// the peer fallback for blocks missing on disk is not built yet.)
-    #[arg(long)]
-    offline: bool,
+    #[command(flatten)]
+    peer: PeerArgs,
     /// Nodes scanned at the same time.
     #[arg(long, default_value_t = 2, value_name = "N")]
     node_workers: usize,
@@ -219,11 +218,65 @@ struct BenchArgs {
     json: bool,
 }
 
+/// The peer fallback's settings, shared by `cat`, `sync` and `scan`.
+#[derive(Debug, clap::Args)]
+struct PeerArgs {
+    /// Read blocks only from the node's own repository; never dial anything.
+    #[arg(long)]
+    offline: bool,
+    /// Ask this peer first for blocks missing on disk (repeatable), e.g.
+    /// /ip4/127.0.0.1/tcp/4001/p2p/QmPeerId. Then the node's own daemon (its config's swarm
+    /// address, on loopback), then the config's Bootstrap list.
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    peers: Vec<String>,
+    /// The private network's key [default: the repo's swarm.key].
+    #[arg(long, value_name = "PATH")]
+    swarm_key: Option<PathBuf>,
+    /// Without a swarm key, fetch from the public network (refused when LIBP2P_FORCE_PNET=1).
+    #[arg(long)]
+    no_pnet: bool,
+    /// How long a missing block may take to arrive from the peers, in seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    block_timeout: u64,
+    /// How long to wait for each peer's connection and handshake, in seconds.
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    dial_timeout: u64,
+    /// Stop asking peers after this many seconds of fetching in all (0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    fetch_deadline: u64,
+    /// Where fetched blocks are cached (never in the node's repo), or `none`
+    /// [default: ~/.cache/rubix-sync/blocks].
+    #[arg(long, value_name = "DIR|none")]
+    cache: Option<String>,
+}
+
+impl PeerArgs {
+    fn options(&self) -> PeerOptions {
+        PeerOptions {
+            offline: self.offline,
+            peers: self.peers.clone(),
+            swarm_key: self.swarm_key.clone(),
+            no_pnet: self.no_pnet,
+            dial_timeout: std::time::Duration::from_secs(self.dial_timeout.max(1)),
+            block_timeout: std::time::Duration::from_secs(self.block_timeout.max(1)),
+            deadline: (self.fetch_deadline > 0)
+                .then(|| std::time::Duration::from_secs(self.fetch_deadline)),
+            cache: match self.cache.as_deref() {
+                Some("none") => None,
+                Some(dir) => Some(PathBuf::from(dir)),
+                None => crate::ipfs::peer::default_cache_dir(),
+            },
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct CatArgs {
     /// The kubo repository [default: $IPFS_PATH, else ./.ipfs, else ~/.ipfs].
     #[arg(long, value_name = "PATH")]
     ipfs_repo: Option<PathBuf>,
+    #[command(flatten)]
+    peer: PeerArgs,
     /// CIDs to print, in order (v0 `Qm…` or v1 in any multibase).
     #[arg(required = true, value_name = "CID")]
     cids: Vec<String>,
@@ -266,7 +319,12 @@ fn init_tracing(log_file: Option<&Path>) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{fmt, EnvFilter, Layer};
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // The libp2p stack logs every failed dial at error level; the peer module reports those
+    // itself, once, with what to do. RUST_LOG brings them back.
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("warn,connexa=off,rust_ipfs=off,libp2p_swarm=off"))
+    };
     let stderr = fmt::layer().with_writer(io::stderr).with_filter(filter());
     let file = log_file.and_then(|p| {
         match std::fs::OpenOptions::new()
@@ -321,6 +379,9 @@ pub fn exit_code_for(err: &IpfsError) -> u8 {
         ErrorClass::BlockCorrupt => exit::BLOCK_CORRUPT,
         ErrorClass::NotAFile => exit::NOT_A_FILE,
         ErrorClass::Malformed => exit::MALFORMED,
+        ErrorClass::PeerUnreachable | ErrorClass::HandshakeFailed | ErrorClass::PeerTimeout => {
+            exit::PEER
+        }
         ErrorClass::Io | ErrorClass::Output => exit::IO,
     }
 }
@@ -344,10 +405,32 @@ fn run_cat(args: CatArgs) -> u8 {
             Err(e) => return report(&e),
         }
     }
+    // Blocks missing on disk: the roots are asked of the swarm in one want-list up front.
+    let fallback = Fallback::new(&repo, &args.peer.options());
+    if let Some(f) = &fallback {
+        let mut buf = Vec::new();
+        let missing: Vec<_> = cids
+            .iter()
+            .filter(|c| {
+                matches!(
+                    repo.read_block(c, &mut buf),
+                    Err(IpfsError::BlockMissing { .. })
+                )
+            })
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            f.prefetch(&missing);
+        }
+    }
+    let source = WithFallback {
+        local: &repo,
+        fallback: fallback.as_ref(),
+    };
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     for cid in &cids {
-        if let Err(e) = ipfs::resolve::cat(&repo, cid, &mut out, CatLimits::default()) {
+        if let Err(e) = ipfs::resolve::cat(&source, cid, &mut out, CatLimits::default()) {
             let _ = out.flush();
             return match e {
                 IpfsError::Output(ref io) if io.kind() == io::ErrorKind::BrokenPipe => exit::OK,
@@ -460,6 +543,7 @@ fn run_scan(args: ScanArgs) -> u8 {
         progress: !args.quiet && !args.json && io::IsTerminal::is_terminal(&io::stderr()),
         source,
         source_ip: crate::host::primary_address().map(|a| a.to_string()),
+        peer: args.peer.options(),
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     pipeline::install_signal_handler(stop.clone());
@@ -631,6 +715,7 @@ fn run_sync(args: SyncArgs) -> u8 {
         work_dir: args.work_dir.clone(),
         busy_timeout: std::time::Duration::from_secs(args.busy_timeout),
         progress: !args.quiet && !args.json && io::IsTerminal::is_terminal(&io::stderr()),
+        peer: args.peer.options(),
     };
     match pipeline::sync(&node, sink.as_mut(), &opts, &stop) {
         Ok(summary) => {

@@ -7,8 +7,10 @@
 
 pub mod cid;
 pub mod flatfs;
+pub mod peer;
 pub mod repo;
 pub mod resolve;
+pub mod swarm;
 pub mod unixfs;
 
 use std::path::PathBuf;
@@ -58,6 +60,14 @@ pub enum IpfsError {
     #[error("{cid}: file is larger than the limit of {limit} bytes")]
     TooLarge { cid: String, limit: u64 },
 
+    /// The block is missing locally and the peer fallback could not supply it.
+    #[error("block {cid}: {detail}")]
+    Peer {
+        cid: String,
+        class: ErrorClass,
+        detail: String,
+    },
+
     #[error("{}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -87,6 +97,12 @@ pub enum ErrorClass {
     NotAFile,
     /// dag-pb/UnixFS structure is broken, unverifiable or over a limit.
     Malformed,
+    /// Missing locally; no peer of the swarm could be reached.
+    PeerUnreachable,
+    /// Missing locally; the peers' handshake failed (most likely another swarm key).
+    HandshakeFailed,
+    /// Missing locally; no peer had it within the block timeout (or the deadline passed).
+    PeerTimeout,
     Io,
     Output,
 }
@@ -100,6 +116,9 @@ impl ErrorClass {
             ErrorClass::BlockCorrupt => "block_corrupt",
             ErrorClass::NotAFile => "not_a_file",
             ErrorClass::Malformed => "malformed",
+            ErrorClass::PeerUnreachable => "peer_unreachable",
+            ErrorClass::HandshakeFailed => "handshake_failed",
+            ErrorClass::PeerTimeout => "peer_timeout",
             ErrorClass::Io => "io",
             ErrorClass::Output => "output",
         }
@@ -119,6 +138,7 @@ impl IpfsError {
             }
             IpfsError::NotAFile { .. } => ErrorClass::NotAFile,
             IpfsError::Malformed { .. } | IpfsError::TooLarge { .. } => ErrorClass::Malformed,
+            IpfsError::Peer { class, .. } => *class,
             IpfsError::Io { .. } => ErrorClass::Io,
             IpfsError::Output(_) => ErrorClass::Output,
         }

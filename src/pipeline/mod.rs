@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::ipfs::{self, resolve, CatLimits, IpfsError, Repo};
+use crate::ipfs::peer::{Fallback, PeerOptions, WithFallback};
+use crate::ipfs::{self, resolve, BlockSource, CatLimits, IpfsError, Repo};
 use crate::node::Node;
 use crate::sink::{Batch, BatchWriter, FailureRow, RunRecord, Sink, SinkError, TokenRow};
 use crate::source::{Snapshot, SourceError, TokenTable};
@@ -51,6 +52,8 @@ pub struct SyncOptions {
     pub work_dir: Option<PathBuf>,
     pub busy_timeout: Duration,
     pub progress: bool,
+    /// Where blocks missing from the node's repository come from (`offline`: nowhere).
+    pub peer: PeerOptions,
 }
 
 impl Default for SyncOptions {
@@ -64,6 +67,7 @@ impl Default for SyncOptions {
             work_dir: None,
             busy_timeout: Duration::from_secs(10),
             progress: false,
+            peer: PeerOptions::default(),
         }
     }
 }
@@ -124,8 +128,8 @@ enum Outcome {
 
 /// Reads and verifies one token's content into `buf` (at most [`token::MAX_TOKEN_BYTES`]);
 /// on failure, the reason class recorded in the database and a detail for the operator.
-pub(crate) fn fetch(
-    repo: &Repo,
+fn fetch<S: BlockSource + ?Sized>(
+    source: &S,
     id: &str,
     buf: &mut Vec<u8>,
 ) -> Result<(), (&'static str, String)> {
@@ -134,7 +138,7 @@ pub(crate) fn fetch(
         max_bytes: token::MAX_TOKEN_BYTES,
         ..CatLimits::default()
     };
-    resolve::read_file(repo, &cid, limits, buf).map_err(|e| {
+    resolve::read_file(source, &cid, limits, buf).map_err(|e| {
         let class = match e {
             IpfsError::TooLarge { .. } => "too_large",
             ref other => other.class().as_str(),
@@ -143,8 +147,64 @@ pub(crate) fn fetch(
     })
 }
 
-/// Reads, verifies, decodes and parses one token.
-fn resolve_token(repo: &Repo, id: String, buf: &mut Vec<u8>) -> Outcome {
+/// A token's content, or why it has none (reason class, detail).
+pub(crate) type Content = Result<Vec<u8>, (&'static str, String)>;
+
+/// Where a run's token contents come from: the node's own repository, then (unless
+/// `--offline`) the peer fallback for blocks missing there.
+#[derive(Clone, Copy)]
+pub(crate) struct Contents<'a> {
+    pub repo: &'a Repo,
+    pub fallback: Option<&'a Fallback>,
+}
+
+impl Contents<'_> {
+    /// The contents of `ids`, in order. Everything on disk is read first; then the root
+    /// blocks still missing are asked of the swarm in one want-list, and only those tokens
+    /// are read again (a multi-block file's missing children are fetched as the walk meets
+    /// them).
+    pub(crate) fn read<T: AsRef<str>>(&self, ids: &[T], buf: &mut Vec<u8>) -> Vec<Content> {
+        let local = WithFallback {
+            local: self.repo,
+            fallback: None,
+        };
+        let mut out: Vec<Content> = ids
+            .iter()
+            .map(|id| fetch(&local, id.as_ref(), buf).map(|()| buf.clone()))
+            .collect();
+        let Some(fallback) = self.fallback else {
+            return out;
+        };
+        let missing: Vec<usize> = (0..ids.len())
+            .filter(|&i| matches!(&out[i], Err((class, _)) if *class == "block_missing"))
+            .collect();
+        if missing.is_empty() {
+            return out;
+        }
+        let roots: Vec<ipfs::Cid> = missing
+            .iter()
+            .filter_map(|&i| ipfs::parse_cid(ids[i].as_ref()).ok())
+            .filter(|c| {
+                matches!(
+                    self.repo.read_block(c, buf),
+                    Err(IpfsError::BlockMissing { .. })
+                )
+            })
+            .collect();
+        fallback.prefetch(&roots);
+        let source = WithFallback {
+            local: self.repo,
+            fallback: Some(fallback),
+        };
+        for i in missing {
+            out[i] = fetch(&source, ids[i].as_ref(), buf).map(|()| buf.clone());
+        }
+        out
+    }
+}
+
+/// Parses one token's content.
+fn resolve_token(id: String, content: Content) -> Outcome {
     let fail = |class: &'static str, detail: String, id: String| {
         Outcome::Failure(FailureRow {
             token_id: id,
@@ -152,10 +212,11 @@ fn resolve_token(repo: &Repo, id: String, buf: &mut Vec<u8>) -> Outcome {
             detail,
         })
     };
-    if let Err((class, detail)) = fetch(repo, &id, buf) {
-        return fail(class, detail, id);
-    }
-    match token::parse(buf) {
+    let bytes = match content {
+        Ok(b) => b,
+        Err((class, detail)) => return fail(class, detail, id),
+    };
+    match token::parse(&bytes) {
         Ok(t) => Outcome::Token(TokenRow {
             name: t.name.to_string(),
             number: t.number,
@@ -202,7 +263,12 @@ pub fn sync(
 
     sink.migrate()?;
     let run_id = sink.start_run(&label)?;
-    let result = run(node, &repo, sink, opts, stop, &label, run_id, start);
+    let fallback = Fallback::new(&repo, &opts.peer);
+    let source = Contents {
+        repo: &repo,
+        fallback: fallback.as_ref(),
+    };
+    let result = run(node, source, sink, opts, stop, &label, run_id, start);
     let record = match &result {
         Ok(s) => RunRecord {
             status: serde_json::to_value(s.status)
@@ -231,7 +297,7 @@ pub fn sync(
 #[allow(clippy::too_many_arguments)]
 fn run(
     node: &Node,
-    repo: &Repo,
+    source: Contents<'_>,
     sink: &mut dyn Sink,
     opts: &SyncOptions,
     stop: &AtomicBool,
@@ -301,7 +367,7 @@ fn run(
     let by_class: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
     let bar = progress_bar(opts.progress, pending);
     let outcome = stream(
-        repo, snapshot, writers, opts, stop, label, &counters, &by_class, &bar,
+        source, snapshot, writers, opts, stop, label, &counters, &by_class, &bar,
     );
     bar.finish_and_clear();
     tracing::info!(elapsed_s = start.elapsed().as_secs_f64(), "tokens streamed");
@@ -368,7 +434,7 @@ fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
 
 #[allow(clippy::too_many_arguments)]
 fn stream(
-    repo: &Repo,
+    source: Contents<'_>,
     snapshot: Snapshot,
     writers: Vec<Box<dyn BatchWriter>>,
     opts: &SyncOptions,
@@ -404,9 +470,11 @@ fn stream(
             s.spawn(move || {
                 let mut buf = Vec::with_capacity(256);
                 for ids in id_rx {
+                    let contents = source.read(&ids, &mut buf);
                     let outcomes: Vec<Outcome> = ids
                         .into_iter()
-                        .map(|id| resolve_token(repo, id, &mut buf))
+                        .zip(contents)
+                        .map(|(id, c)| resolve_token(id, c))
                         .collect();
                     if out_tx.send(outcomes).is_err() {
                         break;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Sender};
 
+use crate::ipfs::peer::{Fallback, PeerOptions};
 use crate::ipfs::Repo;
 use crate::node::{Discovery, DiscoveryProblem, NamedNode};
 use crate::sink::records::{
@@ -28,7 +29,7 @@ use crate::sink::records::{
 use crate::sink::SinkError;
 use crate::source::{self, Delta, RecordSnapshot, SourceError};
 
-use super::PipelineError;
+use super::{Contents, PipelineError};
 
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
@@ -46,6 +47,8 @@ pub struct ScanOptions {
     /// This machine's identity in the central database.
     pub source: String,
     pub source_ip: Option<String>,
+    /// Where blocks missing from a node's repository come from (`offline`: nowhere).
+    pub peer: PeerOptions,
 }
 
 impl Default for ScanOptions {
@@ -60,6 +63,7 @@ impl Default for ScanOptions {
             progress: false,
             source: "test".into(),
             source_ip: None,
+            peer: PeerOptions::default(),
         }
     }
 }
@@ -438,6 +442,10 @@ fn scan_node(
                 detail: e.to_string(),
             }),
         };
+        let fallback = repo
+            .as_ref()
+            .ok()
+            .and_then(|r| Fallback::new(r, &opts.peer));
         let meta = Arc::new(meta.clone());
         let batch = opts.batch_size.max(1);
         let mut buf = Vec::with_capacity(256);
@@ -449,14 +457,21 @@ fn scan_node(
                 interrupted = true;
                 return false;
             }
-            for row in rows {
-                let content = match &repo {
-                    Err(e) => Err(e.clone()),
-                    Ok(repo) => match super::fetch(repo, &row.token_id, &mut buf) {
-                        Ok(()) => Ok(buf.clone()),
-                        Err((class, detail)) => Err(ContentError { class, detail }),
-                    },
-                };
+            let contents: Vec<Result<Vec<u8>, ContentError>> = match &repo {
+                Err(e) => rows.iter().map(|_| Err(e.clone())).collect(),
+                Ok(repo) => {
+                    let ids: Vec<&str> = rows.iter().map(|r| r.token_id.as_str()).collect();
+                    Contents {
+                        repo,
+                        fallback: fallback.as_ref(),
+                    }
+                    .read(&ids, &mut buf)
+                    .into_iter()
+                    .map(|c| c.map_err(|(class, detail)| ContentError { class, detail }))
+                    .collect()
+                }
+            };
+            for (row, content) in rows.into_iter().zip(contents) {
                 match &content {
                     Ok(_) => summary.fetched += 1,
                     Err(e) => {
