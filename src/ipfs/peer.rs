@@ -81,7 +81,7 @@ pub enum PeerError {
     PnetForced,
     #[error(transparent)]
     Key(#[from] SwarmKeyError),
-    #[error("no peer to ask for missing blocks: pass --peer MULTIADDR, run the node's daemon, or list peers in the repo's Bootstrap")]
+    #[error("not in the local repository, and no peer to ask: pass --peer MULTIADDR, run the node's daemon, or list peers in the repo's Bootstrap (--offline skips this)")]
     NoPeers,
     #[error("peer unreachable: {0}")]
     Unreachable(String),
@@ -92,10 +92,16 @@ pub enum PeerError {
 }
 
 impl PeerError {
+    /// The failure class of a block this error kept from being fetched. When the fallback
+    /// could not even be tried (no key, no peer to ask), the block is simply missing.
     fn class(&self) -> ErrorClass {
         match self {
             PeerError::Handshake { .. } => ErrorClass::HandshakeFailed,
-            _ => ErrorClass::PeerUnreachable,
+            PeerError::Unreachable(_) | PeerError::Start(_) => ErrorClass::PeerUnreachable,
+            PeerError::NoSwarmKey { .. }
+            | PeerError::PnetForced
+            | PeerError::Key(_)
+            | PeerError::NoPeers => ErrorClass::BlockMissing,
         }
     }
 }
@@ -179,9 +185,10 @@ impl Peer {
             }
             b.start().await.map_err(|e| PeerError::Start(e.to_string()))
         })?;
-        let key_name = key
-            .as_ref()
-            .map_or_else(|| "public network, no key".to_string(), |k| k.to_string());
+        let key_name = key.as_ref().map_or_else(
+            || "public network, no key".to_string(),
+            |k| format!("key fingerprint {}", k.fingerprint()),
+        );
         let mut providers = Vec::new();
         let mut unreachable = Vec::new();
         let mut handshake = None;
