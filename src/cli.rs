@@ -61,6 +61,8 @@ enum Command {
     Scan(ScanArgs),
     /// Audit reports over the central database: duplicates, nodes, failures, summary.
     Report(ReportArgs),
+    /// The database itself: create or upgrade the schema, or show what it holds.
+    Db(DbArgs),
     /// Print the content of IPFS files, byte for byte as `ipfs cat` does.
     Cat(CatArgs),
     /// Compare rubix-sync with `ipfs cat` and the daemon's HTTP RPC on the node's own tokens.
@@ -169,6 +171,34 @@ struct ReportArgs {
     database: Option<String>,
     #[arg(long, value_enum, default_value_t = report::Format::Table)]
     format: report::Format,
+}
+
+#[derive(Debug, clap::Args)]
+struct DbArgs {
+    #[command(subcommand)]
+    action: DbAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum DbAction {
+    /// Create or upgrade the schema (idempotent; every run does this too).
+    Migrate {
+        /// As for sync: postgres://…, key=value libpq settings or sqlite:PATH
+        /// [default: DATABASE_URL, PG* variables, the config file, the default SQLite file].
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+    },
+    /// Schema version, row counts, the last runs and failures by reason.
+    Status {
+        /// As for `db migrate`.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// How many of the latest runs to list.
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        runs: usize,
+        #[arg(long, value_enum, default_value_t = report::Format::Table)]
+        format: report::Format,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -312,6 +342,7 @@ pub fn main() -> ExitCode {
         Command::Sync(args) => run_sync(args),
         Command::Scan(args) => run_scan(args),
         Command::Report(args) => run_report(args),
+        Command::Db(args) => run_db(args),
         Command::Cat(args) => run_cat(args),
         Command::Bench(args) => run_bench(args),
         Command::GenerateCorpus(args) => run_generate(args),
@@ -661,6 +692,52 @@ fn render_scan_summary(s: &ScanSummary) -> String {
         out.push_str("  details: rubix-sync report failures; SELECT * FROM ProcessedDatabases WHERE status <> 'ok';\n");
     }
     out
+}
+
+fn run_db(args: DbArgs) -> u8 {
+    let fail = |e: crate::sink::SinkError| {
+        eprintln!("rubix-sync: error: {}", dbconfig::redact(&e.to_string()));
+        exit::FAILED
+    };
+    match args.action {
+        DbAction::Migrate { database } => {
+            let mut sink = match open_sink(database.as_deref(), false) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            if let Err(e) = sink.migrate() {
+                return fail(e);
+            }
+            match crate::sink::status::gather(sink.as_mut(), 1) {
+                Ok(s) => {
+                    println!(
+                        "{}: schema at version {}",
+                        s.database,
+                        s.schema_version.unwrap_or_default()
+                    );
+                    exit::OK
+                }
+                Err(e) => fail(e),
+            }
+        }
+        DbAction::Status {
+            database,
+            runs,
+            format,
+        } => {
+            let mut sink = match open_sink(database.as_deref(), true) {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            match crate::sink::status::gather(sink.as_mut(), runs) {
+                Ok(s) => {
+                    print!("{}", crate::sink::status::render(&s, format));
+                    exit::OK
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
 }
 
 fn run_report(args: ReportArgs) -> u8 {

@@ -85,11 +85,16 @@ fn sql(kind: ReportKind) -> &'static str {
 
 /// Runs one report. The schema must exist (`scan` or `sync` creates it).
 pub fn run(client: &mut Client, kind: ReportKind, describe: &str) -> Result<Report, SinkError> {
+    query(client, sql(kind), describe)
+}
+
+/// Runs one read-only query (constant SQL, no parameters) into a [`Report`].
+pub(crate) fn query(client: &mut Client, sql: &str, describe: &str) -> Result<Report, SinkError> {
     let err = |e| SinkError::Postgres {
         target: describe.to_string(),
         source: e,
     };
-    let stmt = client.prepare(sql(kind)).map_err(err)?;
+    let stmt = client.prepare(sql).map_err(err)?;
     let columns = stmt
         .columns()
         .iter()

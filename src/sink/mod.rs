@@ -13,6 +13,7 @@ mod pg_records;
 pub mod postgres;
 pub mod records;
 pub mod sqlite;
+pub mod status;
 
 use std::borrow::Cow;
 
@@ -133,6 +134,10 @@ pub trait Sink {
     /// instead of merged; a writer falls back to merging if a concurrent writer made that
     /// untrue.
     fn writers(&self, n: usize, append: bool) -> Result<Vec<Box<dyn BatchWriter>>, SinkError>;
+    /// Runs a constant, read-only SQL query (for `db status`); numbers come back as numbers.
+    fn query(&mut self, sql: &str) -> Result<crate::report::Report, SinkError>;
+    /// Whether a table of ours exists (TokenRecords only where `scan` has run).
+    fn has_table(&mut self, name: &str) -> Result<bool, SinkError>;
 }
 
 /// One connection's worth of atomic batch writes.

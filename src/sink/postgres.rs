@@ -334,6 +334,23 @@ impl Sink for PgSink {
             .map_err(pg_err(&self.target))
     }
 
+    fn query(&mut self, sql: &str) -> Result<crate::report::Report, SinkError> {
+        let describe = self.target.describe();
+        crate::report::query(&mut self.control, sql, &describe)
+    }
+
+    fn has_table(&mut self, name: &str) -> Result<bool, SinkError> {
+        let e = pg_err(&self.target);
+        let row = self
+            .control
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&name.to_lowercase()],
+            )
+            .map_err(&e)?;
+        Ok(row.get(0))
+    }
+
     fn writers(&self, n: usize, append: bool) -> Result<Vec<Box<dyn BatchWriter>>, SinkError> {
         (0..n.max(1))
             .map(|_| {

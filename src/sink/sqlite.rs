@@ -177,6 +177,46 @@ impl Sink for SqliteSink {
         Ok(())
     }
 
+    fn query(&mut self, sql: &str) -> Result<crate::report::Report, SinkError> {
+        use rusqlite::types::ValueRef;
+        use serde_json::Value;
+        let err = self.err();
+        let mut stmt = self.conn.prepare(sql).map_err(&err)?;
+        let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+        let n = columns.len();
+        let rows = stmt
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| {
+                        Ok(match r.get_ref(i)? {
+                            ValueRef::Null => Value::Null,
+                            ValueRef::Integer(v) => Value::from(v),
+                            ValueRef::Real(v) => Value::from(v),
+                            ValueRef::Text(t) | ValueRef::Blob(t) => {
+                                Value::from(String::from_utf8_lossy(t).into_owned())
+                            }
+                        })
+                    })
+                    .collect::<Result<Vec<_>, rusqlite::Error>>()
+            })
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        Ok(crate::report::Report { columns, rows })
+    }
+
+    fn has_table(&mut self, name: &str) -> Result<bool, SinkError> {
+        let err = self.err();
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND lower(name) = lower(?1)",
+                [name],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(err)
+    }
+
     fn writers(&self, _n: usize, _append: bool) -> Result<Vec<Box<dyn BatchWriter>>, SinkError> {
         Ok(vec![Box::new(SqliteWriter {
             path: self.path.clone(),
