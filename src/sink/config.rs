@@ -551,9 +551,13 @@ mod verify {
     }
 }
 
-/// The config file: `<config dir>/rubix-sync/config.toml`, e.g.
-/// `~/.config/rubix-sync/config.toml` with `database = "postgres://…"`.
+/// The config file: `RUBIX_SYNC_CONFIG` if set (a service unit or a set-up script naming its
+/// own), else `<config dir>/rubix-sync/config.toml`, e.g. `~/.config/rubix-sync/config.toml`
+/// with `database = "postgres://…"`.
 pub fn config_file_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("RUBIX_SYNC_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
     directories::ProjectDirs::from("", "", "rubix-sync").map(|d| d.config_dir().join("config.toml"))
 }
 
