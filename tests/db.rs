@@ -104,3 +104,52 @@ fn status_on_the_sqlite_sink_and_a_clear_error_when_the_server_is_down() {
     assert!(err.contains("cannot connect"), "{err}");
     assert!(!err.contains("Sup3rSecret"), "password leaked: {err}");
 }
+
+#[test]
+fn no_password_anywhere_at_trace_level_and_a_warning_for_a_readable_config() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDb::new();
+    let tmp = tempfile::tempdir().unwrap();
+    // This server trusts 127.0.0.1, so any password connects: the run succeeds with it.
+    let url = t.url.replace("postgres@", "postgres:Tr4ceSecret@");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, format!("database = \"{url}\"\n")).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let log = tmp.path().join("run.log");
+    let out = run(bin()
+        .env("RUST_LOG", "trace")
+        .env("RUBIX_SYNC_CONFIG", &config)
+        .env_remove("DATABASE_URL")
+        .arg("--log-file")
+        .arg(&log)
+        .args(["sync", "--offline", "--json"])
+        .arg(fixtures().join("node")));
+    let all = format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.len() > 10_000,
+        "trace output was produced ({} bytes)",
+        all.len()
+    );
+    assert!(
+        !all.contains("Tr4ceSecret"),
+        "password leaked at trace level"
+    );
+    assert!(
+        all.contains("config file is readable by group or others"),
+        "a warning for a config others can read"
+    );
+    // 0600: no warning.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(bin()
+        .env("RUBIX_SYNC_CONFIG", &config)
+        .env_remove("DATABASE_URL")
+        .args(["db", "status"]));
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("readable by group"));
+}

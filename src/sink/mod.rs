@@ -98,7 +98,30 @@ pub enum SinkError {
 }
 
 fn hint(e: &::postgres::Error) -> String {
-    let text = e.to_string();
+    // The top-level message can be as bare as "error performing TLS handshake"; the why
+    // (e.g. "invalid peer certificate: UnknownIssuer") is further down the source chain.
+    let mut causes = String::new();
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !e.to_string().contains(&c) && !causes.contains(&c) {
+            causes.push_str(": ");
+            causes.push_str(&c);
+        }
+        next = cause.source();
+    }
+    let text = format!("{e}{causes}");
+    causes
+        + &if text.contains("certificate") || text.contains("TLS handshake") {
+            " (TLS: the server's certificate must chain to sslrootcert=PATH, PGSSLROOTCERT or \
+             ~/.postgresql/root.crt, and with verify-full name the host connected to)"
+                .to_string()
+        } else {
+            base_hint(&text)
+        }
+}
+
+fn base_hint(text: &str) -> String {
     if text.contains("password authentication failed") {
         " (check the password in --database, DATABASE_URL, PGPASSWORD, ~/.pgpass or the config file)".into()
     } else if text.contains("Connection refused") || text.contains("error connecting") {
