@@ -26,6 +26,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// `bench`: two methods returned different bytes for the same CID.
     pub const BENCH_MISMATCH: u8 = 4;
+    /// Another run of the same job (`sync` of this node, `scan` of this root) holds its lock.
+    pub const BUSY: u8 = 5;
     /// The run completed but some tokens could not be fetched, verified or parsed.
     pub const SOME_TOKENS_FAILED: u8 = 3;
     /// Interrupted (Ctrl-C / SIGTERM) after committing what was in flight.
@@ -46,11 +48,33 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "rubix-sync", version, about, long_about = None)]
 pub struct Cli {
-    /// Also write log lines (level from RUST_LOG, default warn) to this file, appending.
-    #[arg(long, global = true, value_name = "PATH")]
-    log_file: Option<PathBuf>,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct LogArgs {
+    /// Also write log lines (level from RUST_LOG, default warn) to this file, appending; it
+    /// rotates by size (PATH.1 … PATH.N).
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
+    /// Rotate the log file when it would pass this many MiB.
+    #[arg(long, global = true, default_value_t = 64, value_name = "MIB")]
+    log_max_size: u64,
+    /// Rotated log files kept.
+    #[arg(long, global = true, default_value_t = 5, value_name = "N")]
+    log_keep: usize,
+    /// Log lines as text or as JSON objects (one per line), on stderr and in the log file.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +87,8 @@ enum Command {
     Report(ReportArgs),
     /// The database itself: create or upgrade the schema, or show what it holds.
     Db(DbArgs),
+    /// Run `sync` or `scan` again and again, every interval (a long-running service).
+    Watch(WatchArgs),
     /// Print the content of IPFS files, byte for byte as `ipfs cat` does.
     Cat(CatArgs),
     /// Compare rubix-sync with `ipfs cat` and the daemon's HTTP RPC on the node's own tokens.
@@ -71,7 +97,7 @@ enum Command {
     GenerateCorpus(GenerateArgs),
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct SyncArgs {
     /// The node directory, holding Rubix/rubix.db and (here or in a parent) .ipfs.
     #[arg(default_value = ".", value_name = "NODE_DIR")]
@@ -110,6 +136,9 @@ struct SyncArgs {
     /// How long to wait for the node's write lock when taking the snapshot, in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     busy_timeout: u64,
+    /// Serve Prometheus metrics on this address during the run, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// No progress bar and no summary on stderr (errors are still printed).
     #[arg(long, short)]
     quiet: bool,
@@ -118,7 +147,7 @@ struct SyncArgs {
     json: bool,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct ScanArgs {
     /// Where to look for nodes: every Rubix/rubix.db below it, at any depth.
     #[arg(default_value = ".", value_name = "ROOT")]
@@ -154,6 +183,9 @@ struct ScanArgs {
     /// How long to wait for a node's write lock when taking its snapshot, in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     busy_timeout: u64,
+    /// Serve Prometheus metrics on this address during the run, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// No progress and no summary table on stderr (errors are still printed).
     #[arg(long, short)]
     quiet: bool,
@@ -171,6 +203,32 @@ struct ReportArgs {
     database: Option<String>,
     #[arg(long, value_enum, default_value_t = report::Format::Table)]
     format: report::Format,
+}
+
+#[derive(Debug, clap::Args)]
+struct WatchArgs {
+    /// Time between the end of one run and the start of the next: 30s, 15m, 1h, …
+    #[arg(long, default_value = "15m", value_parser = crate::watch::parse_duration)]
+    interval: std::time::Duration,
+    /// Add a random part of this to each pause, so many machines spread their runs.
+    #[arg(long, default_value = "0s", value_parser = crate::watch::parse_duration)]
+    jitter: std::time::Duration,
+    /// Stop after N runs [default: 0, until SIGTERM/SIGINT].
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    runs: u64,
+    /// Serve Prometheus metrics on this address for as long as `watch` runs.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    #[command(subcommand)]
+    job: WatchJob,
+}
+
+#[derive(Debug, Subcommand)]
+enum WatchJob {
+    /// `rubix-sync sync` with these arguments, every interval.
+    Sync(SyncArgs),
+    /// `rubix-sync scan` with these arguments, every interval.
+    Scan(ScanArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -249,7 +307,7 @@ struct BenchArgs {
 }
 
 /// The peer fallback's settings, shared by `cat`, `sync` and `scan`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct PeerArgs {
     /// Read blocks only from the node's own repository; never dial anything.
     #[arg(long)]
@@ -337,10 +395,17 @@ struct GenerateArgs {
 /// Parses arguments, runs the command and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_file.as_deref());
+    init_tracing(&cli.log);
     let code = match cli.command {
-        Command::Sync(args) => run_sync(args),
-        Command::Scan(args) => run_scan(args),
+        Command::Sync(args) => match serve_metrics(args.metrics_addr) {
+            Ok(()) => observed("sync", || run_sync(args)),
+            Err(code) => code,
+        },
+        Command::Scan(args) => match serve_metrics(args.metrics_addr) {
+            Ok(()) => observed("scan", || run_scan(args)),
+            Err(code) => code,
+        },
+        Command::Watch(args) => run_watch(args),
         Command::Report(args) => run_report(args),
         Command::Db(args) => run_db(args),
         Command::Cat(args) => run_cat(args),
@@ -350,7 +415,7 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn init_tracing(log_file: Option<&Path>) {
+fn init_tracing(log: &LogArgs) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{fmt, EnvFilter, Layer};
@@ -360,19 +425,37 @@ fn init_tracing(log_file: Option<&Path>) {
         EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new("warn,connexa=off,rust_ipfs=off,libp2p_swarm=off"))
     };
-    let stderr = fmt::layer().with_writer(io::stderr).with_filter(filter());
-    let file = log_file.and_then(|p| {
-        match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-        {
-            Ok(f) => Some(
-                fmt::layer()
-                    .with_ansi(false)
-                    .with_writer(std::sync::Mutex::new(f))
-                    .with_filter(filter()),
-            ),
+    let json = log.log_format == LogFormat::Json;
+    let stderr = if json {
+        fmt::layer()
+            .json()
+            .with_writer(io::stderr)
+            .with_filter(filter())
+            .boxed()
+    } else {
+        fmt::layer()
+            .with_writer(io::stderr)
+            .with_filter(filter())
+            .boxed()
+    };
+    let file = log.log_file.as_deref().and_then(|p| {
+        match crate::logfile::RotatingFile::open(p, log.log_max_size.max(1) << 20, log.log_keep) {
+            Ok(f) => {
+                let writer = std::sync::Mutex::new(f);
+                Some(if json {
+                    fmt::layer()
+                        .json()
+                        .with_writer(writer)
+                        .with_filter(filter())
+                        .boxed()
+                } else {
+                    fmt::layer()
+                        .with_ansi(false)
+                        .with_writer(writer)
+                        .with_filter(filter())
+                        .boxed()
+                })
+            }
             Err(e) => {
                 eprintln!(
                     "rubix-sync: warning: cannot open log file {}: {e}",
@@ -386,6 +469,73 @@ fn init_tracing(log_file: Option<&Path>) {
         .with(stderr)
         .with(file)
         .try_init();
+}
+
+/// Starts the metrics endpoint, if asked for.
+fn serve_metrics(addr: Option<std::net::SocketAddr>) -> Result<(), u8> {
+    let Some(addr) = addr else { return Ok(()) };
+    match crate::metrics::serve(addr) {
+        Ok(bound) => {
+            tracing::info!(%bound, "serving metrics on http://{bound}/metrics");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("rubix-sync: error: --metrics-addr {addr}: {e}");
+            Err(exit::FAILED)
+        }
+    }
+}
+
+/// Runs a `sync` or `scan` and records its outcome in the metrics.
+fn observed(command: &str, run: impl FnOnce() -> u8) -> u8 {
+    let started = std::time::Instant::now();
+    let code = run();
+    let status = match code {
+        exit::OK => "ok",
+        exit::SOME_TOKENS_FAILED => "with_failures",
+        exit::INTERRUPTED => "interrupted",
+        exit::BUSY => "skipped_busy",
+        _ => "failed",
+    };
+    crate::metrics::run_finished(command, status, started.elapsed());
+    code
+}
+
+fn run_watch(args: WatchArgs) -> u8 {
+    let addr = args.metrics_addr.or(match &args.job {
+        WatchJob::Sync(a) => a.metrics_addr,
+        WatchJob::Scan(a) => a.metrics_addr,
+    });
+    if let Err(code) = serve_metrics(addr) {
+        return code;
+    }
+    let opts = crate::watch::WatchOptions {
+        interval: args.interval,
+        jitter: args.jitter,
+        runs: args.runs,
+    };
+    let stop = pipeline::stop_flag();
+    crate::watch::watch(&opts, &stop, exit::INTERRUPTED, |n| match &args.job {
+        WatchJob::Sync(a) => {
+            tracing::info!(run = n, node = %a.node_dir.display(), "watch: sync");
+            observed("sync", || run_sync(a.clone()))
+        }
+        WatchJob::Scan(a) => {
+            tracing::info!(run = n, root = %a.root.display(), "watch: scan");
+            observed("scan", || run_scan(a.clone()))
+        }
+    })
+}
+
+/// Takes the job's lock (one run of a job at a time, across processes), or says why not.
+fn job_lock(command: &str, target: &Path) -> Result<crate::watch::JobLock, u8> {
+    crate::watch::lock(command, target).map_err(|e| {
+        eprintln!("rubix-sync: {e}");
+        match e {
+            crate::watch::LockError::Busy { .. } => exit::BUSY,
+            crate::watch::LockError::Io { .. } => exit::FAILED,
+        }
+    })
 }
 
 /// The repository `cat` reads when `--ipfs-repo` is not given, in kubo's own order of
@@ -548,6 +698,10 @@ fn run_scan(args: ScanArgs) -> u8 {
         );
         return exit::FAILED;
     }
+    let _lock = match job_lock("scan", &args.root) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let sink = match open_central(args.database.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -580,8 +734,7 @@ fn run_scan(args: ScanArgs) -> u8 {
         source_ip: crate::host::primary_address().map(|a| a.to_string()),
         peer: args.peer.options(),
     };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    pipeline::install_signal_handler(stop.clone());
+    let stop = pipeline::stop_flag();
     match scan::scan(&args.root, discovery, Box::new(sink), &opts, &stop) {
         Ok(summary) => {
             if args.json {
@@ -766,6 +919,10 @@ fn run_report(args: ReportArgs) -> u8 {
 }
 
 fn run_sync(args: SyncArgs) -> u8 {
+    let _lock = match job_lock("sync", &args.node_dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let node = match Node::locate(
         &args.node_dir,
         args.db.clone(),
@@ -785,8 +942,7 @@ fn run_sync(args: SyncArgs) -> u8 {
             return exit::FAILED;
         }
     };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    pipeline::install_signal_handler(stop.clone());
+    let stop = pipeline::stop_flag();
     let opts = SyncOptions {
         full: args.full,
         bulk_load: args.bulk_load,
@@ -858,8 +1014,7 @@ fn run_bench(args: BenchArgs) -> u8 {
         end_to_end,
         work_dir: args.work_dir,
     };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    pipeline::install_signal_handler(stop.clone());
+    let stop = pipeline::stop_flag();
     match bench::run(&node, &opts, &stop) {
         Ok(report) => {
             if args.json {

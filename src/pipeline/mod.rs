@@ -339,6 +339,7 @@ fn run(
     }
     let pending = snapshot.pending()?;
     let skipped = total - pending.min(total);
+    crate::metrics::tokens_skipped(skipped);
     tracing::info!(
         pending,
         skipped,
@@ -494,8 +495,17 @@ fn stream(
                     if failed_write.load(Ordering::Relaxed) {
                         break;
                     }
+                    let started = Instant::now();
                     match writer.write(label, &batch) {
                         Ok(w) => {
+                            let classes: Vec<&str> =
+                                batch.failures.iter().map(|f| f.class).collect();
+                            crate::metrics::batch_committed(
+                                started.elapsed(),
+                                w.written,
+                                w.unchanged,
+                                &classes,
+                            );
                             counters.processed.fetch_add(batch.len() as u64, Ordering::Relaxed);
                             counters.written.fetch_add(w.written, Ordering::Relaxed);
                             counters.unchanged.fetch_add(w.unchanged, Ordering::Relaxed);
@@ -510,6 +520,7 @@ fn stream(
                             bar.inc(batch.len() as u64);
                         }
                         Err(e) => {
+                            crate::metrics::db_error();
                             tracing::error!(error = %e, "writing a batch failed; stopping (committed batches are kept)");
                             *write_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                             failed_write.store(true, Ordering::Relaxed);
@@ -563,7 +574,19 @@ fn stream(
 
 /// Wires Ctrl-C and SIGTERM to `stop`: the first signal finishes the batches in flight, a
 /// second one exits at once (committed batches are safe either way).
-pub fn install_signal_handler(stop: Arc<AtomicBool>) {
+/// The process's stop flag, set by Ctrl-C / SIGTERM; the handler is installed on first use
+/// (once per process, so `watch` shares one flag across its runs).
+pub fn stop_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let stop = Arc::new(AtomicBool::new(false));
+        install_signal_handler(stop.clone());
+        stop
+    })
+    .clone()
+}
+
+fn install_signal_handler(stop: Arc<AtomicBool>) {
     let result = ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {
             eprintln!("rubix-sync: second interrupt, exiting now (committed batches are kept)");

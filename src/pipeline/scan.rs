@@ -221,6 +221,7 @@ pub fn scan(
                     Msg::Done(meta, rec) => sink.finish_node(&meta, &rec),
                 };
                 if let Err(e) = r {
+                    crate::metrics::db_error();
                     tracing::error!(error = %e, "writing to the central database failed; stopping (committed batches are kept)");
                     *write_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     failed_write.store(true, Ordering::Relaxed);
@@ -239,6 +240,14 @@ pub fn scan(
                     let t = Instant::now();
                     let mut summary = scan_node(root, &named, reader, &tx, opts, &halt);
                     summary.elapsed_s = t.elapsed().as_secs_f64();
+                    crate::metrics::node_scanned(
+                        summary.status.as_str(),
+                        summary.delta.new,
+                        summary.delta.changed,
+                        summary.delta.removed,
+                        summary.delta.unchanged,
+                        summary.failed,
+                    );
                     bar.inc(1);
                     if opts.progress {
                         bar.println(format!(

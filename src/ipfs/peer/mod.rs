@@ -318,7 +318,10 @@ impl Peer {
                 let Ok(block) = item else { continue };
                 let (cid, data) = block.into_inner();
                 let checked = verify_block(&cid, &data)
-                    .map(|()| data.to_vec())
+                    .map(|()| {
+                        crate::metrics::block_fetched(data.len());
+                        data.to_vec()
+                    })
                     .map_err(|e| IpfsError::BlockCorrupt {
                         cid: cid.to_string(),
                         path: None,
@@ -509,9 +512,11 @@ impl Fallback {
             .remove(cid)
         {
             *buf = data;
+            crate::metrics::block_read(crate::metrics::BlockSource::Fetched, buf.len());
             return Ok(());
         }
         if self.cache.as_ref().is_some_and(|c| c.get(cid, buf)) {
+            crate::metrics::block_read(crate::metrics::BlockSource::Cache, buf.len());
             return Ok(());
         }
         let with_cid = |e: IpfsError| match e {
@@ -536,6 +541,7 @@ impl Fallback {
             c.put(cid, &data);
         }
         *buf = data;
+        crate::metrics::block_read(crate::metrics::BlockSource::Fetched, buf.len());
         Ok(())
     }
 }
@@ -549,6 +555,10 @@ pub struct WithFallback<'a> {
 impl BlockSource for WithFallback<'_> {
     fn read_block(&self, cid: &Cid, buf: &mut Vec<u8>) -> Result<(), IpfsError> {
         match self.local.read_block(cid, buf) {
+            Ok(()) => {
+                crate::metrics::block_read(crate::metrics::BlockSource::Disk, buf.len());
+                Ok(())
+            }
             Err(IpfsError::BlockMissing { .. }) if self.fallback.is_some() => {
                 self.fallback.expect("checked").read(cid, buf)
             }
