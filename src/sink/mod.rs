@@ -12,6 +12,7 @@ pub mod config;
 mod pg_records;
 pub mod postgres;
 pub mod records;
+pub mod retry;
 pub mod sqlite;
 pub mod status;
 

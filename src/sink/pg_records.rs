@@ -73,6 +73,25 @@ fn merge_sql() -> String {
     )
 }
 
+impl PgSink {
+    /// `op` on the control connection, retried through transient faults (reconnecting when
+    /// the connection is gone). Each op is one transaction or one idempotent statement.
+    pub(super) fn retrying<T>(
+        &mut self,
+        what: &str,
+        mut op: impl FnMut(&mut PgSink) -> Result<T, SinkError>,
+    ) -> Result<T, SinkError> {
+        let policy = super::retry::RetryPolicy::default();
+        super::retry::with_retry(&policy, what, |retry| {
+            if retry && self.control.is_closed() {
+                tracing::info!(database = %self.target.describe(), "reconnecting");
+                self.control = super::postgres::connect(&self.target)?;
+            }
+            op(self)
+        })
+    }
+}
+
 impl RecordSink for PgSink {
     fn describe(&self) -> String {
         self.target.describe()
@@ -87,6 +106,45 @@ impl RecordSink for PgSink {
     }
 
     fn processed(
+        &mut self,
+        source: &str,
+        db_path: &str,
+    ) -> Result<Option<ProcessedState>, SinkError> {
+        self.retrying("reading ProcessedDatabases", |s| {
+            s.processed_once(source, db_path)
+        })
+    }
+
+    fn for_each_known(
+        &mut self,
+        source: &str,
+        db_path: &str,
+        each: &mut dyn FnMut(&TokensRow, bool) -> bool,
+    ) -> Result<(), SinkError> {
+        // A retry starts the stream over; the receiving side replaces rows it saw before.
+        self.retrying("reading TokenRecords", |s| {
+            s.for_each_known_once(source, db_path, each)
+        })
+    }
+    fn write_records(
+        &mut self,
+        node: &NodeMeta,
+        rows: &[RecordRow],
+    ) -> Result<RecordsWritten, SinkError> {
+        self.retrying("writing TokenRecords", |s| s.write_records_once(node, rows))
+    }
+
+    fn mark_removed(&mut self, node: &NodeMeta, ids: &[String]) -> Result<u64, SinkError> {
+        self.retrying("marking removed rows", |s| s.mark_removed_once(node, ids))
+    }
+
+    fn finish_node(&mut self, node: &NodeMeta, r: &ProcessedRecord) -> Result<(), SinkError> {
+        self.retrying("recording the node", |s| s.finish_node_once(node, r))
+    }
+}
+
+impl PgSink {
+    fn processed_once(
         &mut self,
         source: &str,
         db_path: &str,
@@ -108,7 +166,7 @@ impl RecordSink for PgSink {
         }))
     }
 
-    fn for_each_known(
+    fn for_each_known_once(
         &mut self,
         source: &str,
         db_path: &str,
@@ -144,8 +202,10 @@ impl RecordSink for PgSink {
         }
         Ok(())
     }
+}
 
-    fn write_records(
+impl PgSink {
+    fn write_records_once(
         &mut self,
         node: &NodeMeta,
         rows: &[RecordRow],
@@ -230,7 +290,7 @@ impl RecordSink for PgSink {
         })
     }
 
-    fn mark_removed(&mut self, node: &NodeMeta, ids: &[String]) -> Result<u64, SinkError> {
+    fn mark_removed_once(&mut self, node: &NodeMeta, ids: &[String]) -> Result<u64, SinkError> {
         self.control
             .execute(
                 "UPDATE TokenRecords SET removed_at = now(), synced_at = now()
@@ -240,7 +300,7 @@ impl RecordSink for PgSink {
             .map_err(pg_err(&self.target))
     }
 
-    fn finish_node(&mut self, node: &NodeMeta, r: &ProcessedRecord) -> Result<(), SinkError> {
+    fn finish_node_once(&mut self, node: &NodeMeta, r: &ProcessedRecord) -> Result<(), SinkError> {
         self.control
             .execute(
                 "INSERT INTO ProcessedDatabases (source, db_path, node_name, ipfs_path,

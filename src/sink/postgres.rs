@@ -267,25 +267,37 @@ impl Sink for PgSink {
     fn finish_run(&mut self, id: i64, r: &RunRecord) -> Result<(), SinkError> {
         let by_class = serde_json::to_string(&r.failures_by_class).unwrap_or_default();
         let n = |v: u64| v as i64;
-        self.control
-            .execute(
-                "UPDATE sync_runs SET finished_at = now(), status = $2, tokens_total = $3,
+        let target = self.target.clone();
+        let control = &mut self.control;
+        super::retry::with_retry(
+            &super::retry::RetryPolicy::default(),
+            "recording the run",
+            |retry| {
+                if retry && control.is_closed() {
+                    // The node's advisory lock went with the old session; the run is over anyway.
+                    *control = connect(&target)?;
+                }
+                control
+                    .execute(
+                        "UPDATE sync_runs SET finished_at = now(), status = $2, tokens_total = $3,
                      skipped = $4, written = $5, unchanged = $6, failed = $7, rate = $8,
                      failures_by_class = $9::text::jsonb
                  WHERE id = $1",
-                &[
-                    &id,
-                    &r.status,
-                    &n(r.tokens_total),
-                    &n(r.skipped),
-                    &n(r.written),
-                    &n(r.unchanged),
-                    &n(r.failed),
-                    &r.rate,
-                    &by_class,
-                ],
-            )
-            .map_err(pg_err(&self.target))?;
+                        &[
+                            &id,
+                            &r.status,
+                            &n(r.tokens_total),
+                            &n(r.skipped),
+                            &n(r.written),
+                            &n(r.unchanged),
+                            &n(r.failed),
+                            &r.rate,
+                            &by_class,
+                        ],
+                    )
+                    .map_err(pg_err(&target))
+            },
+        )?;
         Ok(())
     }
 
@@ -319,9 +331,9 @@ impl Sink for PgSink {
             .iter()
             .map(|(name, _)| format!("DROP INDEX IF EXISTS {name};"))
             .collect();
-        self.control
-            .batch_execute(&sql)
-            .map_err(pg_err(&self.target))
+        self.retrying("dropping TokenInfo's secondary indexes", |s| {
+            s.control.batch_execute(&sql).map_err(pg_err(&s.target))
+        })
     }
 
     fn ensure_secondary_indexes(&mut self) -> Result<(), SinkError> {
@@ -329,9 +341,9 @@ impl Sink for PgSink {
             .iter()
             .map(|(name, col)| format!("CREATE INDEX IF NOT EXISTS {name} ON TokenInfo ({col});"))
             .collect();
-        self.control
-            .batch_execute(&sql)
-            .map_err(pg_err(&self.target))
+        self.retrying("building TokenInfo's secondary indexes", |s| {
+            s.control.batch_execute(&sql).map_err(pg_err(&s.target))
+        })
     }
 
     fn query(&mut self, sql: &str) -> Result<crate::report::Report, SinkError> {
@@ -484,8 +496,17 @@ fn finish(
     Ok(())
 }
 
-impl BatchWriter for PgWriter {
-    fn write(&mut self, node: &str, batch: &Batch) -> Result<Written, SinkError> {
+impl PgWriter {
+    /// A new connection (and its staging table) if the old one is gone.
+    fn reconnect_if_closed(&mut self) -> Result<(), SinkError> {
+        if self.client.is_closed() {
+            tracing::info!(database = %self.target.describe(), "reconnecting");
+            *self = PgWriter::connect(self.target.clone(), self.append)?;
+        }
+        Ok(())
+    }
+
+    fn write_once(&mut self, node: &str, batch: &Batch) -> Result<Written, SinkError> {
         let tokens = batch.tokens.len() as u64;
         if self.append && !batch.tokens.is_empty() {
             if self.try_append(node, batch)? {
@@ -512,5 +533,22 @@ impl BatchWriter for PgWriter {
             unchanged: tokens - written.min(tokens),
             failures: batch.failures.len() as u64,
         })
+    }
+}
+
+impl BatchWriter for PgWriter {
+    /// One batch, one transaction; transient faults (a restart, a dropped connection, a
+    /// deadlock, a timeout) are retried with backoff on a fresh connection if need be.
+    fn write(&mut self, node: &str, batch: &Batch) -> Result<Written, SinkError> {
+        super::retry::with_retry(
+            &super::retry::RetryPolicy::default(),
+            "writing a batch",
+            |retry| {
+                if retry {
+                    self.reconnect_if_closed()?;
+                }
+                self.write_once(node, batch)
+            },
+        )
     }
 }
