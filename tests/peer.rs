@@ -543,3 +543,254 @@ fn sync_lands_local_and_peer_only_tokens_and_a_block_no_peer_has_times_out() {
         "nothing written under the node"
     );
 }
+
+#[test]
+fn a_peer_that_sends_wrong_bytes_is_rejected_by_hash() {
+    let s = setup();
+    let (cid, content) = tokens()[5].clone();
+    remove_block(&s.node.join(".ipfs"), &cid);
+    // kubo does not re-hash what it serves (HashOnRead is off): a damaged block file in the
+    // peer's repo goes out as it is.
+    let r = Repo::open(&s.peer_repo).unwrap();
+    let path = r.blocks().block_path(&parse_cid(&cid).unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let peer = KuboPeer::serve(&s.peer_repo, &[]);
+    let t = Instant::now();
+    let out = cat(
+        &s.node,
+        &[
+            "--peer",
+            &peer.addr(),
+            "--cache",
+            "none",
+            "--block-timeout",
+            "3",
+        ],
+        &[&cid],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "wrong bytes must never be accepted");
+    assert!(out.stdout.is_empty(), "nothing printed from a bad block");
+    assert_ne!(out.stdout, content);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // Either we see the bytes and reject them (block_corrupt), or the libp2p layer drops
+    // them before us and the block never arrives (peer timeout): never a success.
+    assert!(
+        out.status.code() == Some(exit::BLOCK_CORRUPT as i32)
+            || err.contains("no peer had the block"),
+        "{:?}: {err}",
+        out.status.code()
+    );
+}
+
+/// A TCP proxy to `to` that holds every chunk for `delay` before passing it on: a slow peer.
+fn slow_proxy(to: u16, delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            for (mut from, mut into) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        match std::io::Read::read(&mut from, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                std::thread::sleep(delay);
+                                if into.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = into.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn a_slow_peer_is_bounded_by_the_timeouts() {
+    let s = setup();
+    let (cid, content) = tokens()[9].clone();
+    remove_block(&s.node.join(".ipfs"), &cid);
+    let peer = KuboPeer::serve(&s.peer_repo, &[]);
+    // Every chunk held 1.5 s: the handshake alone (several round trips) outlasts 2 s.
+    let slow = slow_proxy(peer.port, Duration::from_millis(1500));
+    let addr = format!("/ip4/127.0.0.1/tcp/{slow}/p2p/{}", peer.peer_id);
+    let t = Instant::now();
+    let out = cat(
+        &s.node,
+        &[
+            "--peer",
+            &addr,
+            "--cache",
+            "none",
+            "--dial-timeout",
+            "2",
+            "--block-timeout",
+            "2",
+        ],
+        &[&cid],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(exit::PEER as i32), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "bounded: {:?}",
+        t.elapsed()
+    );
+    // A little slow is fine: 50 ms a chunk still gets the block.
+    let ok = slow_proxy(peer.port, Duration::from_millis(50));
+    let addr = format!("/ip4/127.0.0.1/tcp/{ok}/p2p/{}", peer.peer_id);
+    let out = cat(
+        &s.node,
+        &[
+            "--peer",
+            &addr,
+            "--cache",
+            "none",
+            "--dial-timeout",
+            "10",
+            "--block-timeout",
+            "10",
+        ],
+        &[&cid],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, content);
+}
+
+#[test]
+fn a_peer_that_goes_away_mid_sync_costs_only_the_blocks_it_did_not_send() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    // A peer holding 20,000 token blocks, and a node listing them with none on disk.
+    let peer_dir = tmp.path().join("peer");
+    let peer_repo = swarm_member(&peer_dir);
+    let gen = |dir: &Path, extra: &[&str]| {
+        let out = run(bin()
+            .args(["generate-corpus", "--out"])
+            .arg(dir)
+            .args(["--tokens", "20000", "--seed", "5"])
+            .args(extra));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    gen(&peer_dir, &[]);
+    let node = tmp.path().join("node");
+    gen(&node, &["--missing-every", "1"]);
+    std::fs::copy(peer_repo.join("swarm.key"), node.join(".ipfs/swarm.key")).unwrap();
+    let before = tree_checksum(&node);
+
+    let peer = KuboPeer::serve(&peer_repo, &[]);
+    let child = bin()
+        .arg("sync")
+        .arg(&node)
+        .args([
+            "--database",
+            &db.url,
+            "--quiet",
+            "--json",
+            "--cache",
+            "none",
+        ])
+        .args([
+            "--peer",
+            &peer.addr(),
+            "--block-timeout",
+            "1",
+            "--batch-size",
+            "500",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let some land, then the peer goes away.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n: i64 = db
+            .client()
+            .query_one("SELECT count(*) FROM TokenInfo", &[])
+            .map_or(0, |r| r.get(0));
+        if n >= 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no token landed from the peer");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(peer);
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    // Either the peer sent everything before it went, or the rest failed, in bounded time.
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{:?}: {err}",
+        out.status.code()
+    );
+    assert!(t.elapsed() < Duration::from_secs(90), "{:?}", t.elapsed());
+    let landed: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM TokenInfo", &[])
+        .unwrap()
+        .get(0);
+    let failed: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM sync_failures", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        landed + failed,
+        20_000,
+        "every token in one place: {summary}"
+    );
+    // The peer is back: the rerun fetches only what is missing and completes.
+    let peer = KuboPeer::serve(&peer_repo, &[]);
+    let out = run(bin().arg("sync").arg(&node).args([
+        "--database",
+        &db.url,
+        "--quiet",
+        "--cache",
+        "none",
+        "--peer",
+        &peer.addr(),
+    ]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let landed: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM TokenInfo", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(landed, 20_000);
+    assert_eq!(
+        tree_checksum(&node),
+        before,
+        "nothing written under the node"
+    );
+}

@@ -413,6 +413,10 @@ pub struct Fallback {
     peer: OnceLock<Result<Peer, PeerError>>,
     /// Blocks fetched ahead (a want-list batch) and not yet read, when there is no disk cache.
     prefetched: Mutex<HashMap<Cid, Vec<u8>>>,
+    /// Blocks a want-list already asked the swarm for in this run, in vain, and why: asked
+    /// again one by one, each would wait out the block timeout once more (a peer that went
+    /// away would make a run of thousands of missing tokens take hours).
+    missed: Mutex<HashMap<Cid, (ErrorClass, String)>>,
     started: OnceLock<Instant>,
 }
 
@@ -439,6 +443,7 @@ impl Fallback {
             cache,
             peer: OnceLock::new(),
             prefetched: Mutex::new(HashMap::new()),
+            missed: Mutex::new(HashMap::new()),
             started: OnceLock::new(),
         })
     }
@@ -472,7 +477,8 @@ impl Fallback {
     }
 
     /// Fetches `cids` (already known missing locally) in one want-list, ahead of reading them:
-    /// what arrives is cached (on disk, or in memory until read).
+    /// what arrives is cached (on disk, or in memory until read); what does not is remembered
+    /// for this run, so reading it fails at once with the same reason.
     pub fn prefetch(&self, cids: &[Cid]) {
         let mut buf = Vec::new();
         let wanted: Vec<Cid> = cids
@@ -485,8 +491,18 @@ impl Fallback {
         }
         let Ok(peer) = self.peer() else { return };
         for (cid, r) in peer.fetch(&wanted, self.remaining()) {
-            if let Ok(data) = r {
-                self.keep(&cid, data);
+            match r {
+                Ok(data) => self.keep(&cid, data),
+                Err(e) => {
+                    let detail = match &e {
+                        IpfsError::Peer { detail, .. } => detail.clone(),
+                        other => other.to_string(),
+                    };
+                    self.missed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(cid, (e.class(), detail));
+                }
             }
         }
     }
@@ -503,8 +519,20 @@ impl Fallback {
         }
     }
 
-    /// One block: prefetched, cached, or fetched now.
+    /// One block: prefetched, cached, or fetched now (unless a want-list already missed it).
     fn read(&self, cid: &Cid, buf: &mut Vec<u8>) -> Result<(), IpfsError> {
+        if let Some(e) = self
+            .missed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cid)
+        {
+            return Err(IpfsError::Peer {
+                cid: cid.to_string(),
+                class: e.0,
+                detail: e.1.clone(),
+            });
+        }
         if let Some(data) = self
             .prefetched
             .lock()
