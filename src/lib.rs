@@ -5,6 +5,8 @@
 pub mod bench;
 pub mod cli;
 pub mod corpus;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod ipfs;
 pub mod logfile;

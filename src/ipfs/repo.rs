@@ -149,7 +149,7 @@ impl BlockSource for Repo {
 }
 
 /// Finds the `/blocks` mount in a datastore spec: its directory and, if stated, shard function.
-fn blocks_mount(root: &Path, spec_text: &str) -> Result<(String, Option<Shard>), IpfsError> {
+pub fn blocks_mount(root: &Path, spec_text: &str) -> Result<(String, Option<Shard>), IpfsError> {
     let spec_path = root.join("datastore_spec");
     let malformed = |reason: String| IpfsError::MalformedRepo {
         path: spec_path.clone(),

@@ -1,0 +1,3 @@
+#![no_main]
+// See rubix_sync::fuzzing::dagpb for what this target checks.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rubix_sync::fuzzing::dagpb(data));
