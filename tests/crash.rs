@@ -28,24 +28,6 @@ fn fraction(seed: u64) -> f64 {
     (x % 10_000) as f64 / 10_000.0
 }
 
-fn generate(dir: &std::path::Path, tokens: u32, rbt: u32, seed: u32) {
-    let out = run(bin()
-        .args(["generate-corpus", "--out"])
-        .arg(dir)
-        .args([
-            "--tokens",
-            &tokens.to_string(),
-            "--rbt-tokens",
-            &rbt.to_string(),
-        ])
-        .args(["--missing-every", "997", "--seed", &seed.to_string()]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Runs the command to the end (or kills it after `kill_after`); returns the exit code
 /// (None when killed) and how long it ran.
 fn run_or_kill(args: &[&str], kill_after: Option<Duration>) -> (Option<i32>, Duration) {
@@ -115,7 +97,7 @@ fn consistent_part(part: &Rows, whole: &Rows, what: &str, trial: u64) {
 fn sync_killed_at_random_points_always_converges_to_the_crash_free_result() {
     let tmp = tempfile::tempdir().unwrap();
     let node = tmp.path().join("node");
-    generate(&node, 100_000, 0, 11);
+    generate_corpus(&node, 100_000, 0, 11);
     let node_s = node.to_str().unwrap();
 
     let reference = TestDb::new();
@@ -199,7 +181,7 @@ fn scan_killed_at_random_points_always_converges_to_the_crash_free_result() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("fleet");
     for i in 0..4u32 {
-        generate(&root.join(format!("node{i}")), 10, 25_000, 100 + i);
+        generate_corpus(&root.join(format!("node{i}")), 10, 25_000, 100 + i);
     }
     let root_s = root.to_str().unwrap();
     let records = |c: &mut postgres::Client| -> Rows {

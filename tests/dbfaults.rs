@@ -5,28 +5,10 @@
 mod common;
 
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cluster::Cluster;
 use common::*;
-
-fn generate(dir: &std::path::Path, tokens: u32, rbt: u32) {
-    let out = run(bin()
-        .args(["generate-corpus", "--out"])
-        .arg(dir)
-        .args([
-            "--tokens",
-            &tokens.to_string(),
-            "--rbt-tokens",
-            &rbt.to_string(),
-        ])
-        .args(["--missing-every", "997"]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// TokenInfo's content as one digest, for comparing databases exactly.
 fn tokeninfo_digest(c: &mut postgres::Client) -> (i64, String) {
@@ -75,7 +57,7 @@ fn finish(child: Child) -> (i32, String) {
 fn a_postgres_restart_mid_sync_is_ridden_out_and_nothing_is_lost_or_doubled() {
     let tmp = tempfile::tempdir().unwrap();
     let node = tmp.path().join("node");
-    generate(&node, 100_000, 0);
+    generate_corpus(&node, 100_000, 0, 1);
     let node_s = node.to_str().unwrap();
 
     // The reference: the same node synced without faults (the shared server).
@@ -112,22 +94,11 @@ fn a_postgres_restart_mid_sync_is_ridden_out_and_nothing_is_lost_or_doubled() {
         &pg.url("postgres"),
     ]);
     // Restart once some batches have landed (and many are still to come).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n: i64 = postgres::Client::connect(&pg.url("postgres"), postgres::NoTls)
-            .ok()
-            .and_then(|mut c| c.query_one("SELECT count(*) FROM TokenInfo", &[]).ok())
-            .map_or(0, |r| r.get(0));
-        if n >= 4_000 {
-            assert!(
-                n < 90_000,
-                "the run was nearly over before the restart ({n})"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no batch landed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let n = wait_for_rows(&pg.url("postgres"), "TokenInfo", 4_000);
+    assert!(
+        n < 90_000,
+        "the run was nearly over before the restart ({n})"
+    );
     pg.restart();
     let (code, err) = finish(child);
     assert_eq!(
@@ -193,7 +164,7 @@ fn a_postgres_restart_mid_scan_is_ridden_out() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("fleet");
     for i in 0..4 {
-        generate(&root.join(format!("node{i}")), 10, 15_000);
+        generate_corpus(&root.join(format!("node{i}")), 10, 15_000, 1);
     }
     let root_s = root.to_str().unwrap();
     let reference = TestDb::new();
@@ -236,22 +207,11 @@ fn a_postgres_restart_mid_scan_is_ridden_out() {
         "--database",
         &pg.url("postgres"),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n: i64 = postgres::Client::connect(&pg.url("postgres"), postgres::NoTls)
-            .ok()
-            .and_then(|mut c| c.query_one("SELECT count(*) FROM TokenRecords", &[]).ok())
-            .map_or(0, |r| r.get(0));
-        if n >= 2_000 {
-            assert!(
-                n < 55_000,
-                "the scan was nearly over before the restart ({n})"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no batch landed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let n = wait_for_rows(&pg.url("postgres"), "TokenRecords", 2_000);
+    assert!(
+        n < 55_000,
+        "the scan was nearly over before the restart ({n})"
+    );
     pg.restart();
     let (code, err) = finish(child);
     assert!(code == 0 || code == 3, "{code}: {err}");

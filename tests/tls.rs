@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::cluster::{as_pg_user, is_root, pg_bin};
 use common::*;
 
 fn sh(cmd: &mut Command) {
@@ -19,31 +20,6 @@ fn sh(cmd: &mut Command) {
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn pg_bin(name: &str) -> PathBuf {
-    let out = Command::new("pg_config").arg("--bindir").output().ok();
-    let dir = out
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
-    dir.join(name)
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A command run as the postgres OS user when we are root (PostgreSQL refuses root).
-fn as_pg_user(program: &Path) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
 }
 
 /// A CA and a certificate it signed for `names` (DNS names and IP addresses).

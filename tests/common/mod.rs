@@ -191,3 +191,46 @@ impl Drop for TestDb {
         }
     }
 }
+
+/// `generate-corpus`: a synthetic node with `tokens` FTTokenTable and `rbt` TokensTable rows;
+/// every 997th FT token's block is left off disk (so runs have failures to record).
+pub fn generate_corpus(dir: &Path, tokens: u32, rbt: u32, seed: u32) {
+    let out = run(bin()
+        .args(["generate-corpus", "--out"])
+        .arg(dir)
+        .args([
+            "--tokens",
+            &tokens.to_string(),
+            "--rbt-tokens",
+            &rbt.to_string(),
+        ])
+        .args(["--missing-every", "997", "--seed", &seed.to_string()]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until `table` holds at least `n` rows (0 while the database or table is not there
+/// yet); returns the count seen. Panics after two minutes.
+pub fn wait_for_rows(url: &str, table: &str, n: i64) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let seen: i64 = postgres::Client::connect(url, postgres::NoTls)
+            .ok()
+            .and_then(|mut c| {
+                c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                    .ok()
+            })
+            .map_or(0, |r| r.get(0));
+        if seen >= n {
+            return seen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{table} never reached {n} rows"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
