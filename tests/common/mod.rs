@@ -25,9 +25,20 @@ pub fn expected(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The binary, with a state directory of its own per invocation: the per-job run lock lives
+/// there, and tests that sync the same fixture at the same moment must not see each other's
+/// lock (tests/watch.rs tests the lock itself by sharing one on purpose).
 pub fn bin() -> Command {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let state = std::env::temp_dir().join(format!(
+        "rubix-test-state-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
     let mut c = Command::new(env!("CARGO_BIN_EXE_rubix-sync"));
-    c.env_remove("IPFS_PATH").env("RUST_LOG", "warn");
+    c.env_remove("IPFS_PATH")
+        .env("RUST_LOG", "warn")
+        .env("RUBIX_SYNC_STATE_DIR", state);
     c
 }
 
