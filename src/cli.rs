@@ -208,12 +208,12 @@ struct ReportArgs {
 #[derive(Debug, clap::Args)]
 struct WatchArgs {
     /// Time between the end of one run and the start of the next: 30s, 15m, 1h, …
-    #[arg(long, default_value = "15m", value_parser = crate::watch::parse_duration)]
+    #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = crate::watch::parse_duration)]
     interval: std::time::Duration,
     /// Add a random part of this to each pause, so many machines spread their runs.
-    #[arg(long, default_value = "0s", value_parser = crate::watch::parse_duration)]
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = crate::watch::parse_duration)]
     jitter: std::time::Duration,
-    /// Stop after N runs [default: 0, until SIGTERM/SIGINT].
+    /// Stop after N runs (0: run until SIGTERM/SIGINT).
     #[arg(long, default_value_t = 0, value_name = "N")]
     runs: u64,
     /// Serve Prometheus metrics on this address for as long as `watch` runs.
