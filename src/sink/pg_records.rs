@@ -73,25 +73,6 @@ fn merge_sql() -> String {
     )
 }
 
-impl PgSink {
-    /// `op` on the control connection, retried through transient faults (reconnecting when
-    /// the connection is gone). Each op is one transaction or one idempotent statement.
-    pub(super) fn retrying<T>(
-        &mut self,
-        what: &str,
-        mut op: impl FnMut(&mut PgSink) -> Result<T, SinkError>,
-    ) -> Result<T, SinkError> {
-        let policy = super::retry::RetryPolicy::default();
-        super::retry::with_retry(&policy, what, |retry| {
-            if retry && self.control.is_closed() {
-                tracing::info!(database = %self.target.describe(), "reconnecting");
-                self.control = super::postgres::connect(&self.target)?;
-            }
-            op(self)
-        })
-    }
-}
-
 impl RecordSink for PgSink {
     fn describe(&self) -> String {
         self.target.describe()

@@ -149,6 +149,24 @@ impl PgSink {
         Ok(PgSink { target, control })
     }
 
+    /// `op` on the control connection, retried through transient faults (reconnecting when
+    /// the connection is gone). Each op is one transaction or one idempotent statement. (A
+    /// reconnect loses the session's advisory lock on the node; by then the run is ending.)
+    pub(super) fn retrying<T>(
+        &mut self,
+        what: &str,
+        mut op: impl FnMut(&mut PgSink) -> Result<T, SinkError>,
+    ) -> Result<T, SinkError> {
+        let policy = super::retry::RetryPolicy::default();
+        super::retry::with_retry(&policy, what, |retry| {
+            if retry && self.control.is_closed() {
+                tracing::info!(database = %self.target.describe(), "reconnecting");
+                self.control = connect(&self.target)?;
+            }
+            op(self)
+        })
+    }
+
     pub fn client(&mut self) -> &mut Client {
         &mut self.control
     }
@@ -267,37 +285,27 @@ impl Sink for PgSink {
     fn finish_run(&mut self, id: i64, r: &RunRecord) -> Result<(), SinkError> {
         let by_class = serde_json::to_string(&r.failures_by_class).unwrap_or_default();
         let n = |v: u64| v as i64;
-        let target = self.target.clone();
-        let control = &mut self.control;
-        super::retry::with_retry(
-            &super::retry::RetryPolicy::default(),
-            "recording the run",
-            |retry| {
-                if retry && control.is_closed() {
-                    // The node's advisory lock went with the old session; the run is over anyway.
-                    *control = connect(&target)?;
-                }
-                control
-                    .execute(
-                        "UPDATE sync_runs SET finished_at = now(), status = $2, tokens_total = $3,
-                     skipped = $4, written = $5, unchanged = $6, failed = $7, rate = $8,
-                     failures_by_class = $9::text::jsonb
-                 WHERE id = $1",
-                        &[
-                            &id,
-                            &r.status,
-                            &n(r.tokens_total),
-                            &n(r.skipped),
-                            &n(r.written),
-                            &n(r.unchanged),
-                            &n(r.failed),
-                            &r.rate,
-                            &by_class,
-                        ],
-                    )
-                    .map_err(pg_err(&target))
-            },
-        )?;
+        self.retrying("recording the run", |s| {
+            s.control
+                .execute(
+                    "UPDATE sync_runs SET finished_at = now(), status = $2, tokens_total = $3,
+                         skipped = $4, written = $5, unchanged = $6, failed = $7, rate = $8,
+                         failures_by_class = $9::text::jsonb
+                     WHERE id = $1",
+                    &[
+                        &id,
+                        &r.status,
+                        &n(r.tokens_total),
+                        &n(r.skipped),
+                        &n(r.written),
+                        &n(r.unchanged),
+                        &n(r.failed),
+                        &r.rate,
+                        &by_class,
+                    ],
+                )
+                .map_err(pg_err(&s.target))
+        })?;
         Ok(())
     }
 
