@@ -40,15 +40,22 @@ pub fn gather(sink: &mut dyn Sink, runs: usize) -> Result<DbStatus, SinkError> {
         empty(&["version", "name", "applied_at"])
     };
     let schema_version = migrations.rows.iter().filter_map(|r| r[0].as_i64()).max();
-    let mut tables = empty(&["table", "rows"]);
+    let mut present = Vec::new();
     for t in TABLES {
         if sink.has_table(t)? {
-            // Table names are our constants, never input.
-            let n = sink.query(&format!("SELECT count(*) AS n FROM {t}"))?;
-            tables.rows.push(vec![Value::from(t), n.rows[0][0].clone()]);
+            present.push(t);
         }
     }
-    let runs = if sink.has_table("sync_runs")? {
+    let has = |t: &str| present.contains(&t);
+    let mut tables = empty(&["table", "rows"]);
+    for t in &present {
+        // Table names are our constants, never input.
+        let n = sink.query(&format!("SELECT count(*) AS n FROM {t}"))?;
+        tables
+            .rows
+            .push(vec![Value::from(*t), n.rows[0][0].clone()]);
+    }
+    let runs = if has("sync_runs") {
         sink.query(&format!(
             "SELECT id, node, CAST(started_at AS TEXT) AS started_at,
                     CAST(finished_at AS TEXT) AS finished_at, status, tokens_total, skipped,
@@ -61,14 +68,14 @@ pub fn gather(sink: &mut dyn Sink, runs: usize) -> Result<DbStatus, SinkError> {
         empty(&["id"])
     };
     let mut failures = empty(&["origin", "reason", "tokens"]);
-    if sink.has_table("sync_failures")? {
+    if has("sync_failures") {
         let r = sink.query(
             "SELECT 'sync_failures' AS origin, reason_class AS reason, count(*) AS tokens
              FROM sync_failures GROUP BY reason_class ORDER BY count(*) DESC, reason_class",
         )?;
         failures.rows.extend(r.rows);
     }
-    if sink.has_table("TokenRecords")? {
+    if has("TokenRecords") {
         let r = sink.query(
             "SELECT 'TokenRecords' AS origin, coalesce(ipfs_error_class, 'unknown') AS reason,
                     count(*) AS tokens
