@@ -91,13 +91,9 @@ else
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "pgadmin4==$VERSION" >&2
 fi
-PKG=$("$VENV/bin/python" -c 'import os, importlib.util
-print(os.path.dirname(importlib.util.find_spec("pgadmin4").origin)
-      if importlib.util.find_spec("pgadmin4") and importlib.util.find_spec("pgadmin4").origin
-      else "")' 2>/dev/null || true)
-if [[ -z $PKG || ! -f $PKG/config.py ]]; then
-    PKG=$(find "$VENV/lib" -maxdepth 4 -type f -name pgAdmin4.py -path '*/pgadmin4/*' -printf '%h\n' | head -n 1)
-fi
+# pgadmin4 is a namespace package (no __init__.py): its directory is its search location.
+PKG=$("$VENV/bin/python" -c 'import importlib.util
+print(list(importlib.util.find_spec("pgadmin4").submodule_search_locations)[0])' 2>/dev/null || true)
 [[ -n $PKG && -f $PKG/config.py ]] || die "cannot find pgAdmin's package in $VENV"
 
 # 2. Data and configuration.
