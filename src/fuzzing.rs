@@ -42,10 +42,9 @@ impl BlockSource for Unverified {
 /// dag-pb + UnixFS decoding, and a whole `cat` walk with the input as the root block and
 /// every link pointing back at it (so depth and size bounds are exercised too).
 pub fn dagpb(data: &[u8]) {
-    if let Ok(node) = ipfs::unixfs::decode_pbnode(data) {
-        if let Some(d) = node.data {
-            let _ = ipfs::unixfs::decode_unixfs(d);
-        }
+    let node = ipfs::unixfs::decode_pbnode(data).ok();
+    if let Some(d) = node.as_ref().and_then(|n| n.data) {
+        let _ = ipfs::unixfs::decode_unixfs(d);
     }
     let digest =
         multihash_codetable::MultihashDigest::digest(&multihash_codetable::Code::Sha2_256, data);
@@ -54,7 +53,7 @@ pub fn dagpb(data: &[u8]) {
     };
     let mut blocks = HashMap::new();
     blocks.insert(root, data.to_vec());
-    if let Ok(node) = ipfs::unixfs::decode_pbnode(data) {
+    if let Some(node) = &node {
         for l in &node.links {
             if let Ok(c) = Cid::try_from(l.hash) {
                 blocks.entry(c).or_insert_with(|| data.to_vec());
