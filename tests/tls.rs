@@ -7,10 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::cluster::{as_pg_user, is_root, pg_bin};
+use common::cluster::Cluster;
 use common::*;
 
 fn sh(cmd: &mut Command) {
@@ -67,79 +66,22 @@ fn make_ca(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     (ca, cert, key)
 }
 
-/// A PostgreSQL cluster of its own on a free port, TLS only; stopped on drop.
-struct TlsServer {
-    child: Child,
-    port: u16,
-}
-
-impl TlsServer {
-    fn start(dir: &Path, cert: &Path, key: &Path) -> TlsServer {
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let server_cert = dir.join("server.crt");
-        let server_key = dir.join("server.key");
-        std::fs::copy(cert, &server_cert).unwrap();
-        std::fs::copy(key, &server_key).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&server_key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        if is_root() {
-            sh(Command::new("chown").arg("-R").arg("postgres:").arg(dir));
-        }
-        sh(as_pg_user(&pg_bin("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "-D"])
-            .arg(&data));
-        // Only TLS connections get in: a successful connection proves TLS was used.
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
-        )
-        .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = as_pg_user(&pg_bin("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "ssl=on", "-c"])
-            .arg(format!("port={port}"))
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", dir.display()))
-            .arg("-c")
-            .arg(format!("ssl_cert_file={}", server_cert.display()))
-            .arg("-c")
-            .arg(format!("ssl_key_file={}", server_key.display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the TLS server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        TlsServer { child, port }
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        // runuser passes SIGTERM on to postgres (a "smart" shutdown; our clients are gone).
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A cluster of the test's own that takes only TLS connections on 127.0.0.1 (a successful
+/// connection proves TLS was used), with `cert`/`key` as its certificate.
+fn tls_server(cert: &Path, key: &Path) -> Cluster {
+    Cluster::start_with(
+        "ssl = on\nssl_cert_file = '../server.crt'\nssl_key_file = '../server.key'\n",
+        Some("local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n"),
+        |dir| {
+            // Beside the data directory (initdb wants it empty); the settings name them
+            // relative to it.
+            std::fs::copy(cert, dir.join("server.crt")).unwrap();
+            std::fs::copy(key, dir.join("server.key")).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        },
+    )
 }
 
 fn migrate(url: &str, home: &Path) -> (bool, String) {
@@ -161,13 +103,11 @@ fn migrate(url: &str, home: &Path) -> (bool, String) {
 #[test]
 fn verify_full_passes_with_the_ca_and_fails_without_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("pg");
-    std::fs::create_dir_all(&dir).unwrap();
     let (ca, cert, key) = make_ca(tmp.path(), "good");
     let (other_ca, _, _) = make_ca(tmp.path(), "other");
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let server = TlsServer::start(&dir, &cert, &key);
+    let server = tls_server(&cert, &key);
     let url =
         |host: &str, q: &str| format!("postgres://postgres@{host}:{}/postgres?{q}", server.port);
 

@@ -48,9 +48,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Cluster::start_with("", None, |_| {})
+    }
+
+    /// A cluster with `settings` added to its configuration and, if given, its own
+    /// `pg_hba.conf`; `prepare` puts files (certificates, …) in its directory first, and they
+    /// end up owned by the server's user.
+    pub fn start_with(settings: &str, hba: Option<&str>, prepare: impl FnOnce(&Path)) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("pg");
         std::fs::create_dir_all(&dir).unwrap();
+        prepare(&dir);
         if is_root() {
             sh(Command::new("chown")
                 .arg("-R")
@@ -68,11 +76,14 @@ impl Cluster {
         std::fs::write(
             dir.join("data/postgresql.auto.conf"),
             format!(
-                "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\n",
+                "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\n{settings}",
                 dir.display()
             ),
         )
         .unwrap();
+        if let Some(hba) = hba {
+            std::fs::write(dir.join("data/pg_hba.conf"), hba).unwrap();
+        }
         let c = Cluster {
             dir,
             port,
